@@ -1,0 +1,54 @@
+"""Shared fixtures: repository paths, the shared benchmark data, the real SmolLM2 checkpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("IFPLAY_SHARED_DATA", REPO.parent / "shared" / "data"))
+BIN = Path(sys.executable).parent
+
+
+def shared(relpath: str) -> Path:
+    path = SHARED_DATA / relpath
+    if not path.exists():
+        pytest.skip(f"shared test data missing: {path} (CI has ../shared/data beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ifeval_data() -> Path:
+    return shared("ifeval/input_data.jsonl")
+
+
+@pytest.fixture(scope="session")
+def gpt4_responses() -> Path:
+    return shared("ifeval/gpt4_responses.jsonl")
+
+
+@pytest.fixture(scope="session")
+def smollm2(request) -> Path:
+    """The embedded SmolLM2-135M-Instruct, converted from its GGUF once and cached across runs."""
+    from ifplay.checkpoints import prepare_base_model
+
+    cache = Path(request.config.cache.mkdir("smollm2-135m-instruct-f32"))
+    checkpoint = cache / "checkpoint"
+    if not (checkpoint / "model.safetensors").is_file():
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        prepare_base_model("builtin:smollm2-135m-instruct", "main", "float32", checkpoint)
+    return checkpoint
+
+
+def run(cmd: list[str], cwd: Path | None = None, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run a command with this interpreter's bin/ first on PATH (where `ifplay` and `snakemake` live)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc

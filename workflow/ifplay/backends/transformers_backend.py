@@ -1,0 +1,82 @@
+"""Batched chat generation with Hugging Face transformers (the CPU default backend).
+
+Prompts are rendered with the tokenizer's chat template, sorted by length so batches carry little
+padding, left-padded with attention masks, and generated ``n`` times each with
+``num_return_sequences``. Sampling is seeded per batch from ``SamplingParams.seed``, so a run is
+reproducible for a fixed batch size.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tqdm.auto import tqdm
+
+from ifplay.backends.base import Backend, Conversation, SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+class TransformersBackend(Backend):
+    name = "transformers"
+
+    def __init__(self, model_path: str, batch_size: int = 16, max_prompt_tokens: int = 2048,
+                 threads: int | None = None, dtype: str | None = None, device: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.batch_size = batch_size
+        self.max_prompt_tokens = max_prompt_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer.padding_side = "left"
+        self.tokenizer.truncation_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        kwargs = {"dtype": getattr(torch, dtype)} if dtype else {"dtype": "auto"}
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs).to(self.device)
+        self.model.eval()
+
+    def render(self, conversation: Conversation) -> str:
+        return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+
+    def chat(self, conversations: list[Conversation], params: SamplingParams,
+             progress: str | None = None) -> list[list[str]]:
+        torch = self.torch
+        texts = [self.render(c) for c in conversations]
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        too_long = sum(length > self.max_prompt_tokens for length in lengths)
+        if too_long:
+            log.warning("%d prompt(s) longer than %d tokens are cut from the left", too_long, self.max_prompt_tokens)
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        results: list[list[str]] = [[] for _ in texts]
+        gen_kwargs = {"max_new_tokens": params.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
+        if params.greedy:
+            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            gen_kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0,
+                              num_return_sequences=params.n)
+        bar = tqdm(total=len(texts), desc=progress, unit="prompt", disable=progress is None)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start:start + self.batch_size]
+                enc = self.tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
+                                     truncation=True, max_length=self.max_prompt_tokens,
+                                     add_special_tokens=False).to(self.device)
+                torch.manual_seed(params.seed * 1_000_003 + start)
+                out = self.model.generate(**enc, **gen_kwargs)
+                new_tokens = out[:, enc["input_ids"].shape[1]:]
+                decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                per_prompt = 1 if params.greedy else params.n
+                for j, i in enumerate(batch):
+                    completions = decoded[j * per_prompt:(j + 1) * per_prompt]
+                    results[i] = completions * params.n if params.greedy else completions
+                bar.update(len(batch))
+        bar.close()
+        return results
+
+    def close(self) -> None:
+        self.model = None

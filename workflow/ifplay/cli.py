@@ -1,0 +1,186 @@
+"""``ifplay``: the one entry point the Snakemake rules (and researchers) call.
+
+Each subcommand is one stage or tool with named files in and out; run ``ifplay SUBCOMMAND -h``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ifplay.records import RecordError
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+# -- subcommand implementations ---------------------------------------------------------------
+def cmd_setup(args) -> None:
+    from ifplay.nltk_data import ensure_punkt_tab
+
+    print(f"punkt_tab: {ensure_punkt_tab()}")
+
+
+def cmd_prepare_model(args) -> None:
+    from ifplay.checkpoints import prepare_base_model
+
+    print(prepare_base_model(args.source, args.revision, args.dtype, args.out))
+
+
+def cmd_prepare_prompts(args) -> None:
+    from ifplay.records import write_jsonl
+    from ifplay.sources import load_prompts
+
+    records = load_prompts(args.source, args.limit, config_key=args.config_key)
+    n = write_jsonl(args.out, records)
+    print(f"{n} prompts -> {args.out}")
+
+
+def cmd_generate(args) -> None:
+    from ifplay.backends import SamplingParams
+    from ifplay.generation import generate_responses
+
+    params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                            n=args.n, seed=args.seed)
+    records = generate_responses(args.model, args.prompts, args.out, args.backend, params,
+                                 batch_size=args.batch_size, max_prompt_tokens=args.max_prompt_tokens,
+                                 threads=args.threads)
+    print(f"{len(records)} responses -> {args.out}")
+
+
+def cmd_score_ifeval(args) -> None:
+    from ifplay import ifeval
+    from ifplay.records import read_jsonl, write_json, write_jsonl
+    from ifplay.sources import PROMPT_FIELDS
+
+    prompts = read_jsonl(args.data, required=PROMPT_FIELDS)
+    responses = read_jsonl(args.responses, required=("prompt", "response"))
+    result = ifeval.score(prompts, ifeval.match_responses(prompts, responses, source=args.responses))
+    if args.metrics:
+        write_json(args.metrics, result.to_json())
+    if args.per_prompt:
+        write_jsonl(args.per_prompt, result.per_prompt)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(f"IFEval on {result.num_prompts} prompts ({result.num_empty_responses} empty responses), percent:")
+        for name, value in result.percent().items():
+            print(f"  {name:<14} {value:6.2f}")
+
+
+def cmd_report(args) -> None:
+    from ifplay.config import check_config, load_config
+    from ifplay.experiments import write_report
+
+    if args.config_json:
+        config = check_config(json.loads(args.config_json))
+    else:
+        config = load_config(args.configfile)
+    manifest = write_report(config, args.out_dir)
+    print(f"experiment {manifest['experiment']}: {len(manifest['stages'])} stages, tables {sorted(manifest['tables'])}")
+
+
+def cmd_diff(args) -> None:
+    from ifplay.experiments import diff, format_diff
+
+    d = diff(args.a, args.b)
+    print(json.dumps(d, indent=2) if args.json else format_diff(d), end="" if not args.json else "\n")
+
+
+def cmd_plan(args) -> None:
+    from ifplay.config import load_config
+    from ifplay.plan import Plan
+
+    plan = Plan(load_config(args.configfile))
+    for stage in plan.stages.values():
+        inputs = ", ".join(f"{k}={v}" for k, v in stage.describe()["inputs"].items())
+        print(f"{stage.kind:<16} {stage.key}  {json.dumps(stage.config, sort_keys=True)[:100]}  [{inputs}]")
+
+
+# -- argument parsing -----------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ifplay", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("setup", help="provision offline data (NLTK punkt_tab for the IFEval checkers)")
+    p.set_defaults(func=cmd_setup)
+
+    p = sub.add_parser("prepare-model", help="materialise the base model as a HF checkpoint directory")
+    p.add_argument("--source", required=True, help="builtin:NAME, a local model directory or a hub id")
+    p.add_argument("--revision", default="main", help="hub revision")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--out", required=True, help="output checkpoint directory")
+    p.set_defaults(func=cmd_prepare_model)
+
+    p = sub.add_parser("prepare-prompts", help="write a prompt set (IFEval format) as JSONL")
+    p.add_argument("--source", required=True, help="builtin:NAME, hf:ORG/NAME[@REV] or a JSONL path")
+    p.add_argument("--limit", type=int, default=None, help="keep the first N prompts")
+    p.add_argument("--config-key", default="data", help="config key named in error messages")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prepare_prompts)
+
+    p = sub.add_parser("generate", help="generate chat completions for a prompt file (resumable)")
+    p.add_argument("--model", required=True, help="checkpoint directory")
+    p.add_argument("--prompts", required=True, help="JSONL with key and prompt")
+    p.add_argument("--out", required=True, help="responses JSONL: key, sample, prompt, response")
+    p.add_argument("--backend", default="transformers")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--n", type=int, default=1, help="samples per prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-prompt-tokens", type=int, default=2048)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("score", help="score responses on a benchmark")
+    score_sub = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    q = score_sub.add_parser("ifeval", help="IFEval's four official metrics (lm-eval's checkers)")
+    q.add_argument("--data", required=True, help="prompts JSONL: key, prompt, instruction_id_list, kwargs")
+    q.add_argument("--responses", required=True, help="JSONL with prompt and response (matched by prompt text)")
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
+    q.add_argument("--metrics", help="write metrics JSON here")
+    q.add_argument("--per-prompt", help="write per-prompt verdicts JSONL here")
+    q.set_defaults(func=cmd_score_ifeval)
+
+    p = sub.add_parser("report", help="write an experiment's manifest and tables")
+    p.add_argument("--config-json", help="the resolved config as JSON (the Snakefile passes this)")
+    p.add_argument("--configfile", nargs="*", default=[], help="overlays on config/default.yaml")
+    p.add_argument("--out-dir", help="default: results/experiments/NAME")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("diff", help="compare two experiments: config, metrics, shared stage outputs")
+    p.add_argument("a", help="experiment name or directory")
+    p.add_argument("b", help="experiment name or directory")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("plan", help="list the stages (kind, key, config) a configuration runs")
+    p.add_argument("--configfile", nargs="*", default=[], help="overlays on config/default.yaml")
+    p.set_defaults(func=cmd_plan)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ifplay.config import ConfigError
+    from ifplay.ifeval import ScoringError
+    from ifplay.sources import SourceError
+
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        args.func(args)
+    except (RecordError, ConfigError, SourceError, ScoringError) as err:
+        print(f"ifplay {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

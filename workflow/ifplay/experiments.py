@@ -1,0 +1,113 @@
+"""Per-experiment manifests and tables, and the comparison of two experiments (``ifplay diff``)."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ifplay.config import flatten
+from ifplay.plan import Plan, experiment_dir
+from ifplay.records import RecordError, read_json, write_json
+from ifplay.tables import IFEVAL_COLUMNS, ifeval_table, read_table, write_table
+
+
+def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict:
+    """Write ``manifest.json`` and ``tables/<benchmark>.{csv,md}`` for the experiment of ``config``."""
+    plan = Plan(config)
+    out = Path(out_dir) if out_dir else experiment_dir(config["experiment"])
+    tables = {}
+    for benchmark in dict.fromkeys(e.benchmark for e in plan.evaluations):
+        rows = [{"model": e.model, "iteration": e.iteration, "scores": e.scores.output}
+                for e in plan.evaluations if e.benchmark == benchmark]
+        csv, _ = write_table(ifeval_table(rows), out / "tables" / benchmark)
+        tables[benchmark] = str(csv.relative_to(out))
+    manifest = {
+        "experiment": config["experiment"],
+        "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "ifplay_version": importlib.metadata.version("ifplay"),
+        **{k: v for k, v in plan.manifest().items() if k != "experiment"},
+        "tables": tables,
+    }
+    for stage in manifest["stages"]:
+        stage["done"] = Path(stage["output"]).exists()
+    write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def _experiment(ref: str) -> tuple[str, Path, dict]:
+    path = Path(ref)
+    if not (path / "manifest.json").is_file():
+        path = experiment_dir(ref)
+    if not (path / "manifest.json").is_file():
+        raise RecordError(f"{ref}: no manifest (looked for {Path(ref) / 'manifest.json'} and {path / 'manifest.json'}); "
+                          "run the workflow for that experiment first")
+    manifest = read_json(path / "manifest.json")
+    return manifest["experiment"], path, manifest
+
+
+def diff(ref_a: str, ref_b: str) -> dict:
+    """Config keys that differ, metric deltas (B - A) cell by cell, and shared stage outputs."""
+    name_a, dir_a, a = _experiment(ref_a)
+    name_b, dir_b, b = _experiment(ref_b)
+    flat_a, flat_b = flatten(a["config"]), flatten(b["config"])
+    config_diff = [
+        {"key": key, "a": flat_a.get(key, "<unset>"), "b": flat_b.get(key, "<unset>")}
+        for key in sorted(set(flat_a) | set(flat_b))
+        if key != "experiment" and flat_a.get(key, "<unset>") != flat_b.get(key, "<unset>")
+    ]
+    metrics = {}
+    for table in sorted(set(a["tables"]) & set(b["tables"])):
+        ta, tb = read_table(dir_a / a["tables"][table]), read_table(dir_b / b["tables"][table])
+        merged = ta.merge(tb, on=["model", "iteration"], how="outer", suffixes=("_a", "_b"))
+        rows = []
+        for _, row in merged.iterrows():
+            cells = {}
+            for col in IFEVAL_COLUMNS[2:]:
+                va, vb = row[f"{col}_a"], row[f"{col}_b"]
+                cells[col] = {"a": None if pd.isna(va) else float(va), "b": None if pd.isna(vb) else float(vb),
+                              "delta": None if pd.isna(va) or pd.isna(vb) else round(float(vb) - float(va), 2)}
+            rows.append({"model": row["model"], "iteration": int(row["iteration"]), "cells": cells})
+        metrics[table] = rows
+    stages_a = {s["key"]: s for s in a["stages"]}
+    stages_b = {s["key"]: s for s in b["stages"]}
+    shared = sorted(set(stages_a) & set(stages_b), key=lambda k: (stages_a[k]["kind"], k))
+    return {
+        "a": name_a, "b": name_b,
+        "config": config_diff,
+        "metrics": metrics,
+        "stages": {
+            "shared": [{"kind": stages_a[k]["kind"], "key": k} for k in shared],
+            "only_a": [{"kind": s["kind"], "key": k} for k, s in stages_a.items() if k not in stages_b],
+            "only_b": [{"kind": s["kind"], "key": k} for k, s in stages_b.items() if k not in stages_a],
+        },
+    }
+
+
+def format_diff(d: dict) -> str:
+    lines = [f"# {d['a']} vs {d['b']}", "", "## Config keys that differ"]
+    if d["config"]:
+        lines += ["", "| key | " + d["a"] + " | " + d["b"] + " |", "|---|---|---|"]
+        lines += [f"| {c['key']} | {c['a']} | {c['b']} |" for c in d["config"]]
+    else:
+        lines.append("(none)")
+    for table, rows in d["metrics"].items():
+        lines += ["", f"## {table}: {d['b']} - {d['a']} (percentage points)", "",
+                  "| model | iteration | " + " | ".join(IFEVAL_COLUMNS[2:]) + " |",
+                  "|---|---|" + "---|" * len(IFEVAL_COLUMNS[2:])]
+        for row in rows:
+            cells = []
+            for col in IFEVAL_COLUMNS[2:]:
+                c = row["cells"][col]
+                cells.append("n/a" if c["delta"] is None else f"{c['a']:.2f} -> {c['b']:.2f} ({c['delta']:+.2f})")
+            lines.append(f"| {row['model']} | {row['iteration']} | " + " | ".join(cells) + " |")
+    st = d["stages"]
+    lines += ["", "## Stage outputs",
+              f"shared: {len(st['shared'])}, only {d['a']}: {len(st['only_a'])}, only {d['b']}: {len(st['only_b'])}", ""]
+    for label, items in (("shared", st["shared"]), (f"only {d['a']}", st["only_a"]), (f"only {d['b']}", st["only_b"])):
+        for item in items:
+            lines.append(f"- {label}: {item['kind']}/{item['key']}")
+    return "\n".join(lines) + "\n"

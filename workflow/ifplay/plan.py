@@ -1,0 +1,186 @@
+"""The stage plan: which stages an experiment runs, what each reads, and where its output goes.
+
+Every stage writes to ``results/<kind>/<key>/`` where ``key`` is a short hash of exactly the
+config slice the stage reads, the keys of the stages it consumes and the stage's code version.
+Two experiments therefore share every stage whose slice and upstream agree: an overlay that
+changes only an evaluation setting re-runs only evaluation stages.
+
+A slice holds what decides a stage's *result* (model source, decoding settings, data content);
+runtime settings (batch sizes, paths, threads) travel in ``Stage.runtime`` and are not hashed.
+The Snakefile builds one :class:`Plan` from the config and looks stages up by key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ifplay import sources
+
+RESULTS = "results"
+
+# Bump a stage's version when its code changes what it writes: every key downstream changes.
+STAGE_VERSIONS = {
+    "base_model": 1,
+    "prompts": 1,
+    "eval_responses": 1,
+    "ifeval_scores": 1,
+}
+
+# The main output of each stage kind, relative to its directory (the Snakefile rules use these).
+OUTPUTS = {
+    "base_model": "checkpoint",
+    "prompts": "prompts.jsonl",
+    "eval_responses": "responses.jsonl",
+    "ifeval_scores": "metrics.json",
+}
+
+
+def short_hash(obj: Any, length: int = 12) -> str:
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+@dataclass(eq=False)
+class Stage:
+    kind: str
+    config: dict
+    inputs: dict[str, "Stage"] = field(default_factory=dict)
+    runtime: dict = field(default_factory=dict)
+
+    @cached_property
+    def key(self) -> str:
+        return short_hash(
+            {
+                "kind": self.kind,
+                "version": STAGE_VERSIONS[self.kind],
+                "config": self.config,
+                "inputs": {name: stage.key for name, stage in sorted(self.inputs.items())},
+            }
+        )
+
+    @property
+    def dir(self) -> str:
+        return f"{RESULTS}/{self.kind}/{self.key}"
+
+    @property
+    def output(self) -> str:
+        return f"{self.dir}/{OUTPUTS[self.kind]}"
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "output": self.output,
+            "config": self.config,
+            "inputs": {name: stage.key for name, stage in sorted(self.inputs.items())},
+        }
+
+
+@dataclass
+class Evaluation:
+    """One model scored on one benchmark: a row of ``tables/<benchmark>.csv``."""
+
+    benchmark: str
+    model: str
+    iteration: int
+    scores: Stage
+
+
+class Plan:
+    """All stages one configuration asks for, deduplicated by key."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.stages: dict[str, Stage] = {}
+        self.evaluations: list[Evaluation] = []
+        self.models: list[tuple[str, int, Stage]] = []
+
+        base = self.add(self._base_model_stage())
+        self.models.append((self._base_label(), 0, base))
+
+        for name, bench in config["eval"]["benchmarks"].items():
+            if not bench["enabled"]:
+                continue
+            prompts = self.add(self._prompts_stage(name, bench["limit"]))
+            for label, iteration, model in self.models:
+                responses = self.add(
+                    Stage(
+                        "eval_responses",
+                        {
+                            "backend": config["backend"]["name"],
+                            "decoding": {"temperature": 0.0, "top_p": 1.0, "n": 1,
+                                         "max_new_tokens": config["eval"]["max_new_tokens"]},
+                        },
+                        {"model": model, "prompts": prompts},
+                        runtime=self.backend_runtime(),
+                    )
+                )
+                scores = self.add(Stage("ifeval_scores", {}, {"prompts": prompts, "responses": responses}))
+                self.evaluations.append(Evaluation(name, label, iteration, scores))
+
+    # -- construction helpers -------------------------------------------------------------
+    def add(self, stage: Stage) -> Stage:
+        return self.stages.setdefault(stage.key, stage)
+
+    def backend_runtime(self) -> dict:
+        backend = self.config["backend"]
+        return {"batch_size": backend["batch_size"], "max_prompt_tokens": backend["max_prompt_tokens"]}
+
+    def _base_label(self) -> str:
+        model = self.config["model"]
+        return model["label"] or sources.model_label(model["base"])
+
+    def _base_model_stage(self) -> Stage:
+        model = self.config["model"]
+        origin = sources.model_origin(model["base"], model["revision"])
+        return Stage(
+            "base_model",
+            {"origin": origin.fingerprint, "dtype": model["dtype"]},
+            runtime={"source": model["base"], "revision": model["revision"]},
+        )
+
+    def _prompts_stage(self, benchmark: str, limit: int | None) -> Stage:
+        source = self.config["data"]["ifeval" if benchmark == "ifeval" else "dev_prompts"]
+        origin = sources.prompt_origin(source, config_key=f"data.{'ifeval' if benchmark == 'ifeval' else 'dev_prompts'}")
+        return Stage(
+            "prompts",
+            {"origin": origin.fingerprint, "limit": limit},
+            runtime={"source": source},
+        )
+
+    # -- lookups used by the Snakefile and the report -------------------------------------
+    def stage(self, key: str) -> Stage:
+        try:
+            return self.stages[key]
+        except KeyError:
+            raise KeyError(
+                f"no stage with key {key} in the plan of experiment '{self.config['experiment']}': "
+                "the path was made by another configuration (pass its --configfile)"
+            ) from None
+
+    def keys(self, kind: str) -> list[str]:
+        return [key for key, stage in self.stages.items() if stage.kind == kind]
+
+    def final_outputs(self) -> list[str]:
+        return [f"{RESULTS}/experiments/{self.config['experiment']}/manifest.json"]
+
+    def manifest(self) -> dict:
+        return {
+            "experiment": self.config["experiment"],
+            "config": self.config,
+            "stages": [stage.describe() for stage in self.stages.values()],
+            "evaluations": [
+                {"benchmark": e.benchmark, "model": e.model, "iteration": e.iteration,
+                 "scores": e.scores.output}
+                for e in self.evaluations
+            ],
+        }
+
+
+def experiment_dir(name: str) -> Path:
+    return Path(RESULTS) / "experiments" / name

@@ -1,0 +1,38 @@
+"""Result tables (pandas): one row per evaluated model and iteration, percent with two decimals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ifplay.ifeval import METRICS, SHORT
+from ifplay.records import atomic_path, read_json
+
+IFEVAL_COLUMNS = ["model", "iteration", "prompt_strict", "inst_strict", "prompt_loose", "inst_loose"]
+
+
+def ifeval_table(rows: list[dict]) -> pd.DataFrame:
+    """``rows``: dicts with model, iteration and scores (a path to a metrics.json)."""
+    records = []
+    for row in rows:
+        metrics = read_json(row["scores"])["metrics"]
+        records.append({"model": row["model"], "iteration": row["iteration"],
+                        **{SHORT[m]: round(100 * metrics[m], 2) for m in METRICS}})
+    table = pd.DataFrame.from_records(records, columns=IFEVAL_COLUMNS)
+    return table.sort_values(["iteration", "model"], kind="stable").reset_index(drop=True)
+
+
+def write_table(table: pd.DataFrame, stem: str | Path) -> tuple[Path, Path]:
+    """Write ``stem.csv`` and ``stem.md`` atomically."""
+    stem = Path(stem)
+    csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
+    with atomic_path(csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.2f")
+    with atomic_path(md) as tmp:
+        tmp.write_text(table.to_markdown(index=False, floatfmt=".2f") + "\n", encoding="utf-8")
+    return csv, md
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path)

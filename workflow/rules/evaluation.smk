@@ -1,0 +1,45 @@
+rule eval_responses:
+    input:
+        model=upstream("model"),
+        prompts=upstream("prompts"),
+    output:
+        responses=stage_output("eval_responses"),
+    params:
+        backend=setting("backend"),
+        temperature=setting("decoding", "temperature"),
+        top_p=setting("decoding", "top_p"),
+        max_new_tokens=setting("decoding", "max_new_tokens"),
+        batch_size=runtime("batch_size"),
+        max_prompt_tokens=runtime("max_prompt_tokens"),
+    log:
+        "logs/eval_responses/{key}.log",
+    benchmark:
+        "logs/eval_responses/{key}.benchmark.tsv"
+    conda:
+        "../../envs/generation.yaml"
+    threads: 8
+    resources:
+        mem_mb=6000,
+    shell:
+        "ifplay generate --model {input.model} --prompts {input.prompts} --out {output.responses}"
+        " --backend {params.backend} --temperature {params.temperature} --top-p {params.top_p}"
+        " --max-new-tokens {params.max_new_tokens} --batch-size {params.batch_size}"
+        " --max-prompt-tokens {params.max_prompt_tokens} --threads {threads} > {log} 2>&1"
+
+
+rule ifeval_scores:
+    input:
+        prompts=upstream("prompts"),
+        responses=upstream("responses"),
+    output:
+        metrics=stage_output("ifeval_scores"),
+        per_prompt=stage_output("ifeval_scores", "per_prompt.jsonl"),
+    log:
+        "logs/ifeval_scores/{key}.log",
+    benchmark:
+        "logs/ifeval_scores/{key}.benchmark.tsv"
+    conda:
+        "../../envs/evaluation.yaml"
+    shell:
+        "ifplay score ifeval --data {input.prompts} --responses {input.responses}"
+        " --metrics {output.metrics} --per-prompt {output.per_prompt} > {log} 2>&1"

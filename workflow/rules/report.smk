@@ -1,0 +1,21 @@
+rule experiment_report:
+    input:
+        scores=experiment_scores,
+    output:
+        manifest="results/experiments/{experiment}/manifest.json",
+        tables=report(
+            expand("results/experiments/{{experiment}}/tables/{benchmark}.csv", benchmark=BENCHMARKS),
+            caption="../report/tables.rst",
+            category="Tables",
+        ),
+    params:
+        config=json.dumps(config, sort_keys=True),
+        out_dir="results/experiments/{experiment}",
+    log:
+        "logs/experiment_report/{experiment}.log",
+    benchmark:
+        "logs/experiment_report/{experiment}.benchmark.tsv"
+    conda:
+        "../../envs/bookkeeping.yaml"
+    shell:
+        "ifplay report --config-json {params.config:q} --out-dir {params.out_dir} > {log} 2>&1"
