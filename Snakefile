@@ -7,12 +7,15 @@
 # inputs' keys (workflow/ifplay/plan.py), so experiments share every stage they agree on.
 # Experiment manifests and tables: results/experiments/<experiment>/.
 
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/default.yaml"
+# The default lives beside this Snakefile, so `snakemake -s PATH/Snakefile -d WORKDIR` works too.
+configfile: Path(workflow.basedir) / "config" / "default.yaml"
 
 
 report: "workflow/report/workflow.rst"

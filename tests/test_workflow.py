@@ -13,8 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir, *args, check=True):
+    """Run the repository's workflow with `workdir` as working directory (results/, logs/ go there)."""
     return run(["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args],
-               check=check)
+               cwd=workdir, check=check)
 
 
 def job_counts(stdout: str) -> dict[str, int]:
@@ -73,4 +74,4 @@ def test_eval_overlay_reruns_only_evaluation(workdir):
     cell = diff["metrics"]["ifeval"][0]["cells"]["prompt_strict"]
     assert cell["delta"] == round(cell["b"] - cell["a"], 2)
     text = run(["ifplay", "diff", "tiny", "tiny-eval"], cwd=workdir).stdout
-    assert "| eval.max_new_tokens | 24 | 32 |" in text and "shared: 2" in text
+    assert "| eval.max_new_tokens | 24 | 32 |" in text and "shared: 3," in text
