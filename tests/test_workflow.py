@@ -75,3 +75,9 @@ def test_eval_overlay_reruns_only_evaluation(workdir):
     assert cell["delta"] == round(cell["b"] - cell["a"], 2)
     text = run(["ifplay", "diff", "tiny", "tiny-eval"], cwd=workdir).stdout
     assert "| eval.max_new_tokens | 24 | 32 |" in text and "shared: 3," in text
+
+
+def test_report_shows_tables(workdir):
+    snakemake(workdir, "--configfile", "tiny.yaml", "--report", "report.html")
+    html = (workdir / "report.html").read_text(errors="replace")
+    assert "ifeval.csv" in html and "dev.csv" in html
