@@ -1,0 +1,263 @@
+"""Judging whether a response follows its instruction: a model's voted verdicts, or IFEval's checkers.
+
+A judgement is always a :class:`VotedJudgement`: several judge texts ("critiques"), each ending in
+a final verdict line, reduced to a majority label and a value in [0, 1]. SPaR's refiner judges each
+response 5 times (T=0.7) and keeps the majority label and the first critique that agrees with it;
+the tree search uses the value ``#Yes / (#Yes + #No)`` of a node to decide when to stop.
+
+Two judges implement :class:`Judge`:
+
+- :class:`ModelJudge` renders a judge prompt template and samples ``votes`` critiques from a
+  :class:`~ifplay.backends.Backend`, one ``chat`` call for a whole batch of items.
+- :class:`VerifierJudge` is an exact oracle for IFEval-style prompts (records with
+  ``instruction_id_list`` and ``kwargs``): lm-eval's strict checkers, via :mod:`ifplay.ifeval`.
+
+Both cache judgements in memory by (prompt text, response), so no pair is judged twice in a process.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ifplay.backends import Backend, SamplingParams
+
+#: Placeholders each kind of prompt template must contain (Python ``str.format`` fields).
+TEMPLATE_FIELDS = {"judge": ("prompt", "response"), "refine": ("prompt", "response", "critique")}
+
+JUDGES = ("model", "verifier")
+
+# A final-verdict marker: "Final Judgement", "Final Judgment" or "Verdict", optionally followed by a
+# parenthetical such as "(Yes or No)" and a separator. Its answer runs to the next marker or line end.
+_MARKER = re.compile(
+    r"\b(?:final\s+judg(?:e)?ment|verdict)\b\s*(?:\([^)\n]*\))?\s*(?:[:=\-\u2013\u2014]|\bis\b)?",
+    re.IGNORECASE,
+)
+_YES = re.compile(r"\byes\b", re.IGNORECASE)
+_NO = re.compile(r"\bno\b", re.IGNORECASE)
+_MARKDOWN = str.maketrans("", "", "*_#`")
+
+
+def parse_verdict(text: str) -> int | None:
+    """The final verdict of one judge text: 1 (yes), 0 (no) or ``None`` (invalid).
+
+    Rules, in order:
+
+    1. Markdown emphasis characters (``* _ # ```) are removed and the text is read line by line.
+    2. A *marker* is "Final Judgement", "Final Judgment" or "Verdict" (any case), optionally
+       followed by a parenthetical and a separator (``:``, ``-``, ``=``, a dash or "is"). Its
+       answer is the rest of the line up to the next marker, or the next non-empty line when
+       that is empty ("Final Judgement:" alone on its line).
+    3. Only markers whose answer contains the word "yes" or "no" count; the LAST one decides.
+       Trailing punctuation and brackets do not matter ("**Yes**.", "(No)").
+    4. If that answer holds both words ("Yes and No", an echoed "(Yes or No)"), the verdict is
+       contradictory: ``None``. If no marker counts, ``None``.
+    """
+    lines = [line.translate(_MARKDOWN) for line in text.splitlines()]
+    verdict: int | None = None
+    for index, line in enumerate(lines):
+        markers = list(_MARKER.finditer(line))
+        for marker, following in zip(markers, markers[1:] + [None]):
+            answer = line[marker.end():following.start() if following else len(line)].strip()
+            if not answer:
+                answer = next((later.strip() for later in lines[index + 1:] if later.strip()), "")
+            yes, no = bool(_YES.search(answer)), bool(_NO.search(answer))
+            if yes or no:
+                verdict = None if yes and no else int(yes)
+    return verdict
+
+
+@dataclass
+class VotedJudgement:
+    """Several judge texts about one (prompt, response) pair, reduced by majority vote.
+
+    ``label``: 1 (yes) or 0 (no) by majority of the valid votes; ``None`` when every vote is
+    invalid or the valid votes tie. ``votes``: each text's parsed verdict (1, 0 or ``None``).
+    ``critiques``: the raw judge texts. ``critique``: the first text whose vote equals ``label``
+    (``None`` without a label). ``n_invalid``: votes that could not be parsed. ``tie``: the valid
+    votes split evenly (at least one each). ``value``: ``#yes / (#yes + #no)``, 0.0 without valid votes.
+    """
+
+    label: int | None
+    votes: list[int | None]
+    critiques: list[str]
+    critique: str | None
+    n_invalid: int
+    tie: bool
+    value: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> VotedJudgement:
+        return cls(**data)
+
+
+def vote(texts: list[str]) -> VotedJudgement:
+    """Parse each judge text with :func:`parse_verdict` and take the majority."""
+    votes = [parse_verdict(text) for text in texts]
+    yes, no = votes.count(1), votes.count(0)
+    tie = yes == no and yes > 0
+    label = None if yes == no else int(yes > no)
+    critique = next((text for text, v in zip(texts, votes) if v == label), None) if label is not None else None
+    value = yes / (yes + no) if yes + no else 0.0
+    return VotedJudgement(label=label, votes=votes, critiques=list(texts), critique=critique,
+                          n_invalid=votes.count(None), tie=tie, value=value)
+
+
+class Judge(ABC):
+    """Judges (prompt record, response) pairs, caching every judgement by (prompt text, response).
+
+    A prompt record is ``{"key", "prompt", "instruction_id_list"?, "kwargs"?}``. ``cache_hits``
+    counts pairs answered from the cache (or judged once for several equal pairs in one batch);
+    ``cache_misses`` counts pairs actually judged; ``calls`` counts :meth:`judge` calls.
+    """
+
+    def __init__(self):
+        self._cache: dict[tuple[str, str], VotedJudgement] = {}
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.calls = 0
+
+    def judge(self, items: list[tuple[dict, str]]) -> list[VotedJudgement]:
+        """One judgement per item, in input order; uncached pairs are judged in one batch."""
+        self.calls += 1
+        todo: dict[tuple[str, str], tuple[dict, str]] = {}
+        for record, response in items:
+            pair = (record["prompt"], response)
+            if pair in self._cache or pair in todo:
+                self.cache_hits += 1
+            else:
+                todo[pair] = (record, response)
+        if todo:
+            self.cache_misses += len(todo)
+            self._cache.update(zip(todo, self._evaluate(list(todo.values()))))
+        return [self._cache[(record["prompt"], response)] for record, response in items]
+
+    @abstractmethod
+    def _evaluate(self, items: list[tuple[dict, str]]) -> list[VotedJudgement]:
+        """Judge distinct, uncached pairs (one judgement each, in order)."""
+
+
+class ModelJudge(Judge):
+    """A model judges by writing ``votes`` critiques per pair from a judge prompt template.
+
+    The template (``{prompt}``, ``{response}``) is the single user turn; all uncached pairs of a
+    :meth:`judge` call go to ``backend.chat`` in one call with ``n=votes``. Temperature 0 with
+    several votes is allowed (greedy repeats; a deterministic backend then votes unanimously).
+    """
+
+    def __init__(self, backend: Backend, template_text: str, votes: int = 5, temperature: float = 0.7,
+                 top_p: float = 1.0, max_new_tokens: int = 512, seed: int = 0):
+        super().__init__()
+        check_template(template_text, "judge", "judge template")
+        self.backend = backend
+        self.template = template_text
+        self.params = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                     n=votes, seed=seed)
+
+    def render(self, record: dict, response: str) -> list[dict]:
+        """The judge conversation for one pair."""
+        return [{"role": "user", "content": self.template.format(prompt=record["prompt"], response=response)}]
+
+    def _evaluate(self, items: list[tuple[dict, str]]) -> list[VotedJudgement]:
+        completions = self.backend.chat([self.render(record, response) for record, response in items],
+                                        self.params, progress="judge")
+        return [vote(texts) for texts in completions]
+
+
+class VerifierJudge(Judge):
+    """IFEval's strict checkers as an exact judge (lm-eval's code, seeded as :mod:`ifplay.ifeval` does).
+
+    Label 1 iff every instruction passes the strict test; ``votes == [label]``; value 1.0 or 0.0.
+    The critique has a model judgement's shape: "Step-by-step verification:", one line per
+    instruction (id, lm-eval's description of it, satisfied / not satisfied), then
+    "Final Judgement: Yes" or "Final Judgement: No".
+    """
+
+    def __init__(self):
+        super().__init__()
+        from ifplay import ifeval
+
+        self._utils = ifeval._checkers()  # writes punkt_tab before lm-eval is imported, seeds langdetect
+
+    def _evaluate(self, items: list[tuple[dict, str]]) -> list[VotedJudgement]:
+        return [self._verify(record, response) for record, response in items]
+
+    def _verify(self, record: dict, response: str) -> VotedJudgement:
+        missing = [name for name in ("instruction_id_list", "kwargs") if name not in record]
+        if missing:
+            raise ValueError(f"verifier judge: prompt key {record.get('key')!r} has no {' or '.join(missing)} "
+                             "(only IFEval-style records can be verified)")
+        example = self._utils.InputExample(key=record["key"], instruction_id_list=record["instruction_id_list"],
+                                           prompt=record["prompt"], kwargs=record["kwargs"])
+        random.seed(record["prompt"])  # the same seeding rule as ifplay.ifeval.score
+        passed = self._utils.test_instruction_following_strict(example, response).follow_instruction_list
+        label = int(all(passed))
+        lines = ["Step-by-step verification:"]
+        for number, (inst_id, description, ok) in enumerate(
+                zip(record["instruction_id_list"], self._descriptions(record), passed), start=1):
+            lines.append(f"{number}. {inst_id} ({description}): {'satisfied' if ok else 'not satisfied'}")
+        lines.append(f"Final Judgement: {'Yes' if label else 'No'}")
+        critique = "\n".join(lines)
+        return VotedJudgement(label=label, votes=[label], critiques=[critique], critique=critique,
+                              n_invalid=0, tie=False, value=float(label))
+
+    def _descriptions(self, record: dict) -> list[str]:
+        """lm-eval's description of each instruction, built with the kwargs the strict test uses."""
+        random.seed(record["prompt"])  # descriptions draw defaults at random only for missing kwargs
+        registry = self._utils.instructions_registry.INSTRUCTION_DICT
+        descriptions = []
+        for inst_id, kwargs in zip(record["instruction_id_list"], record["kwargs"]):
+            instruction = registry[inst_id](inst_id)
+            descriptions.append(instruction.build_description(**{k: v for k, v in kwargs.items() if v}))
+        return descriptions
+
+
+def check_template(text: str, kind: str, source: str) -> None:
+    """Raise ``ValueError`` naming ``source`` unless ``text`` has exactly the placeholders of ``kind``."""
+    if kind not in TEMPLATE_FIELDS:
+        raise ValueError(f"unknown template kind '{kind}' (choices: {', '.join(TEMPLATE_FIELDS)})")
+    try:
+        found = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError as err:
+        raise ValueError(f"{source}: not a valid format template ({err}); write literal braces as {{{{ }}}}") from None
+    required = TEMPLATE_FIELDS[kind]
+    missing = [name for name in required if name not in found]
+    unknown = sorted(found - set(required))
+    if missing:
+        raise ValueError(f"{source}: {kind} template lacks placeholder(s) "
+                         + ", ".join("{" + name + "}" for name in missing))
+    if unknown:
+        raise ValueError(f"{source}: {kind} template has unknown placeholder(s) "
+                         + ", ".join("{" + name + "}" for name in unknown))
+
+
+def load_template(path: str | Path, kind: str = "judge") -> str:
+    """Read a prompt template and check its placeholders (``TEMPLATE_FIELDS[kind]``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such template file")
+    text = path.read_text(encoding="utf-8")
+    check_template(text, kind, str(path))
+    return text
+
+
+def make_judge(kind: str, backend: Backend | None = None, template_path: str | Path | None = None,
+               **params) -> Judge:
+    """Build a judge by name: ``"model"`` (needs ``backend`` and ``template_path``; ``params`` go to
+    :class:`ModelJudge`) or ``"verifier"`` (takes no parameters)."""
+    if kind == "model":
+        if backend is None or template_path is None:
+            raise ValueError("the model judge needs a backend and a judge template path")
+        return ModelJudge(backend, load_template(template_path, "judge"), **params)
+    if kind == "verifier":
+        if params:
+            raise ValueError(f"the verifier judge takes no parameters, got {', '.join(sorted(params))}")
+        return VerifierJudge()
+    raise ValueError(f"unknown judge '{kind}' (choices: {', '.join(JUDGES)})")
