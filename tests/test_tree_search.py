@@ -326,3 +326,14 @@ def test_bad_settings_and_roots():
         ts.run([{"key": "a", "prompt": {"prompt": "p"}, "response": "r"}])
     with pytest.raises(ValueError, match="distinct keys"):
         ts.run(roots("a", "a"))
+
+
+def test_plain_output_format_takes_whole_completion():
+    from ifplay.tree_search import SearchConfig
+
+    config = SearchConfig(output_format="plain")
+    assert config.refined("  a better answer \n") == "a better answer"
+    assert config.refined("   ") is None
+    assert SearchConfig().refined("Reflection: x\nFinal Refined Output: [[start]]y[[end]]") == "y"
+    with pytest.raises(ValueError, match="output format"):
+        SearchConfig(output_format="json")

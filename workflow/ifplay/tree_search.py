@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 ALGORITHMS = ("bfs", "dfs")
 SELECTIONS = ("greedy", "sampled")
+OUTPUT_FORMATS = ("markers", "plain")
 EPSILON = 1e-6  # added to values when sampling, so zero-value nodes can still be drawn
 
 _OUTPUT_MARKER = re.compile(r"final\s+refined\s+output", re.IGNORECASE)
@@ -60,6 +61,9 @@ class SearchConfig:
     node), ``"sampled"`` draws ``select`` without replacement with probability proportional to
     value + ``EPSILON``, from a generator seeded by ``seed`` and the tree's key.
     ``temperature``, ``top_p``, ``max_new_tokens``, ``seed``: the refiner's sampling parameters.
+    ``output_format``: ``"markers"`` (SPaR: a reflection, then the refined response between
+    ``[[start]]`` and ``[[end]]``; see :func:`parse_refinement`) or ``"plain"`` (the whole output
+    is the refined response: for small models that do not keep to the markers).
     """
 
     algorithm: str = "bfs"
@@ -73,12 +77,15 @@ class SearchConfig:
     top_p: float = 1.0
     max_new_tokens: int = 3072
     seed: int = 0
+    output_format: str = "markers"
 
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"unknown search algorithm '{self.algorithm}' (choices: {', '.join(ALGORITHMS)})")
         if self.selection not in SELECTIONS:
             raise ValueError(f"unknown selection '{self.selection}' (choices: {', '.join(SELECTIONS)})")
+        if self.output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"unknown output format '{self.output_format}' (choices: {', '.join(OUTPUT_FORMATS)})")
         for name in ("branch", "select", "max_depth", "budget"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -88,6 +95,12 @@ class SearchConfig:
         """The refiner's sampling parameters for one expansion."""
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
                               n=self.branch, seed=self.seed)
+
+    def refined(self, text: str) -> str | None:
+        """The refined response in a refiner output (``None`` when it does not parse)."""
+        if self.output_format == "plain":
+            return text.strip() or None
+        return parse_refinement(text)[1]
 
 
 def parse_refinement(text: str) -> tuple[str, str | None]:
@@ -236,7 +249,7 @@ class _Tree:
         self.generated += len(completions)
         children = []
         for text in completions:
-            refined = parse_refinement(text)[1]
+            refined = self.config.refined(text)
             if refined is None:
                 self.invalid += 1
                 continue
