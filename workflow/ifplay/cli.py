@@ -161,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_diff)
 
+    from ifplay import spar, training
+
+    spar.add_cli(sub)
+    training.add_cli(sub)
+
     p = sub.add_parser("plan", help="list the stages (kind, key, config) a configuration runs")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays on config/default.yaml")
     p.set_defaults(func=cmd_plan)

@@ -237,3 +237,133 @@ def pair_statistics(pairs: list[dict]) -> dict:
     return {"pairs": len(pairs),
             "median_edit_similarity": round(statistics.median(sims), 4) if sims else None,
             "mean_length_difference_words": round(statistics.fmean(diffs), 2) if diffs else None}
+
+
+# -- command line (registered by ifplay.cli) ---------------------------------------------------
+def _add_judge_args(p) -> None:
+    p.add_argument("--judge", required=True, choices=["model", "verifier"], help="who judges")
+    p.add_argument("--refiner", help="refiner checkpoint (the model judge and the tree search use it)")
+    p.add_argument("--judge-template", help="judge prompt template (model judge)")
+    p.add_argument("--votes", type=int, default=5)
+    p.add_argument("--judge-temperature", type=float, default=0.7)
+    p.add_argument("--judge-top-p", type=float, default=1.0)
+    p.add_argument("--judge-max-new-tokens", type=int, default=2048)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="transformers")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-prompt-tokens", type=int, default=2048)
+    p.add_argument("--threads", type=int, default=None)
+
+
+def _refiner_backend(args):
+    from ifplay.backends import make_backend
+
+    if not args.refiner:
+        return None
+    return make_backend(args.backend, args.refiner, batch_size=args.batch_size,
+                        max_prompt_tokens=args.max_prompt_tokens, threads=args.threads)
+
+
+def _make_judge(args, backend):
+    from ifplay.judge import make_judge
+
+    if args.judge == "verifier":
+        return make_judge("verifier")
+    return make_judge("model", backend, args.judge_template, votes=args.votes, temperature=args.judge_temperature,
+                      top_p=args.judge_top_p, max_new_tokens=args.judge_max_new_tokens, seed=args.seed)
+
+
+def _cmd_judge(args) -> None:
+    import json
+
+    backend = _refiner_backend(args) if args.judge == "model" else None
+    judged = judge_responses(args.prompts, args.responses, args.out, _make_judge(args, backend))
+    print(json.dumps(judgement_counts(judged)))
+
+
+def _cmd_search(args) -> None:
+    import json
+
+    from ifplay.judge import load_template
+    from ifplay.records import write_json
+    from ifplay.tree_search import SearchConfig
+
+    prompts = {p["key"]: p for p in read_jsonl(args.prompts, required=("key", "prompt"))}
+    judged = read_jsonl(args.judged, required=JUDGED_FIELDS)
+    roots = mine_negatives(judged, prompts, args.negatives_per_prompt, args.seed)
+    config = SearchConfig(algorithm=args.algorithm, branch=args.branch, select=args.select, max_depth=args.max_depth,
+                          budget=args.budget, end_gate=args.end_gate, selection=args.selection,
+                          temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                          seed=args.seed, output_format=args.output_format)
+    backend = _refiner_backend(args)
+    search = TreeSearch(backend, _make_judge(args, backend), load_template(args.refine_template, "refine"), config)
+    results = search_negatives(search, roots, args.out)
+    counts = {"negatives": len(roots), **search_counts([r.to_json() for r in results]),
+              "refiner_calls": search.backend_calls, "judge_calls": search.judge_calls,
+              "judge_cache_hits": search.judge.cache_hits}
+    write_json(args.counts, counts)
+    print(json.dumps(counts))
+
+
+def _cmd_data(args) -> None:
+    import json
+
+    from ifplay.judge import load_template
+    from ifplay.records import write_json, write_jsonl
+
+    judged = read_jsonl(args.judged, required=JUDGED_FIELDS)
+    trees = read_jsonl(args.trees, required=("key", "success", "nodes", "best", "path"))
+    mix = RFTMix(**json.loads(args.rft_mix)) if args.rft_mix else RFTMix()
+    pairs, rft, counts = build_training_data(judged, trees, load_template(args.judge_template, "judge"),
+                                             load_template(args.refine_template, "refine"), mix, args.seed)
+    write_jsonl(args.pairs, pairs)
+    write_jsonl(args.rft, rft)
+    counts["interference"] = {"spar_pairs": pair_statistics(pairs),
+                              "independent_pairs": pair_statistics(independent_pairs(judged))}
+    counts["judgements"] = judgement_counts(judged)
+    counts["search"] = search_counts(trees)
+    write_json(args.counts, counts)
+    print(json.dumps(counts))
+
+
+def add_cli(sub) -> None:
+    """Register ``spar-judge``, ``spar-search`` and ``spar-data`` on the ``ifplay`` subparsers."""
+    p = sub.add_parser("spar-judge", help="SPaR: voted judgements of sampled responses (resumable)")
+    p.add_argument("--prompts", required=True, help="prompt records JSONL (key, prompt[, instruction ids])")
+    p.add_argument("--responses", required=True, help="responses JSONL (key, sample, prompt, response)")
+    p.add_argument("--out", required=True, help="judged responses JSONL")
+    _add_judge_args(p)
+    p.set_defaults(func=_cmd_judge)
+
+    p = sub.add_parser("spar-search", help="SPaR: tree-search refinement of judged negatives (resumable)")
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--judged", required=True, help="output of spar-judge")
+    p.add_argument("--out", required=True, help="trees JSONL")
+    p.add_argument("--counts", required=True, help="search counts JSON")
+    p.add_argument("--negatives-per-prompt", type=int, default=1)
+    p.add_argument("--refine-template", required=True)
+    p.add_argument("--algorithm", default="bfs", choices=["bfs", "dfs"])
+    p.add_argument("--branch", type=int, default=3)
+    p.add_argument("--select", type=int, default=2)
+    p.add_argument("--max-depth", type=int, default=3)
+    p.add_argument("--budget", type=int, default=1000)
+    p.add_argument("--end-gate", type=float, default=0.5)
+    p.add_argument("--selection", default="greedy", choices=["greedy", "sampled"])
+    p.add_argument("--temperature", type=float, default=0.7, help="refiner temperature")
+    p.add_argument("--top-p", type=float, default=1.0, help="refiner top_p")
+    p.add_argument("--max-new-tokens", type=int, default=3072, help="refiner token budget")
+    p.add_argument("--output-format", default="markers", choices=["markers", "plain"])
+    _add_judge_args(p)
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("spar-data", help="SPaR: actor DPO pairs, refiner RFT data, counts, interference check")
+    p.add_argument("--judged", required=True)
+    p.add_argument("--trees", required=True)
+    p.add_argument("--judge-template", required=True)
+    p.add_argument("--refine-template", required=True)
+    p.add_argument("--rft-mix", help="JSON object of RFTMix caps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairs", required=True, help="DPO pairs JSONL (TRL preference format)")
+    p.add_argument("--rft", required=True, help="RFT data JSONL (TRL conversational format)")
+    p.add_argument("--counts", required=True, help="counts JSON")
+    p.set_defaults(func=_cmd_data)
