@@ -99,3 +99,44 @@ def test_dry_run_job_lists_share_upstream(ifeval_data):
     assert not any(p.startswith(("results/eval_responses/", "results/ifeval_scores/")) for p in shared)
     jobs = dry_run_jobs(*local, "--forceall")
     assert jobs["base_model"] == 1 and jobs["prompts"] == 2 and jobs["eval_responses"] == 2
+
+
+SPAR = {"spar": {"enabled": True}}
+
+
+def test_spar_iterations_chain_and_share_prefixes():
+    one, two = plan(**SPAR), plan(spar={"enabled": True, "iterations": 2})
+    assert [m[1] for m in two.models] == [0, 1, 2]
+    it0, it1 = two.spar
+    assert it1.samples.inputs["model"] is it0.actor  # M_1 samples
+    assert it1.judged.inputs["refiner"] is it0.refiner  # R_1 judges
+    assert it1.actor.inputs["model"] is it0.actor and it1.refiner.inputs["model"] is it0.refiner
+    assert set(one.stages) <= set(two.stages)  # a 2-iteration ablation reuses all of iteration 0
+
+
+def test_verifier_judge_shares_sampling_only():
+    model, verifier = plan(**SPAR), plan(spar={"enabled": True, "judge": {"kind": "verifier"}})
+    assert model.spar[0].samples.key == verifier.spar[0].samples.key
+    assert model.spar[0].judged.key != verifier.spar[0].judged.key
+    assert "refiner" not in verifier.spar[0].judged.inputs
+    # the verifier's key does not move with model-judge settings it never reads
+    other = plan(spar={"enabled": True, "judge": {"kind": "verifier", "votes": 7, "temperature": 0.1}})
+    assert other.spar[0].judged.key == verifier.spar[0].judged.key
+
+
+def test_template_content_is_keyed(tmp_path):
+    template = tmp_path / "judge.txt"
+    template.write_text((REPO / "config" / "prompts" / "judge.txt").read_text())
+    same = plan(spar={"enabled": True, "judge": {"template": str(template)}})
+    assert same.spar[0].judged.key == plan(**SPAR).spar[0].judged.key
+    template.write_text(template.read_text() + "\nBe strict.\n")
+    changed = plan(spar={"enabled": True, "judge": {"template": str(template)}})
+    assert changed.spar[0].judged.key != same.spar[0].judged.key
+    assert changed.spar[0].samples.key == same.spar[0].samples.key
+
+
+def test_dpo_setting_changes_only_training_and_after():
+    a, b = plan(**SPAR), plan(spar={"enabled": True, "actor_dpo": {"beta": 0.3}})
+    assert a.spar[0].data.key == b.spar[0].data.key
+    assert a.spar[0].refiner.key == b.spar[0].refiner.key
+    assert a.spar[0].actor.key != b.spar[0].actor.key

@@ -25,12 +25,23 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
                 for e in plan.evaluations if e.benchmark == benchmark]
         csv, _ = write_table(ifeval_table(rows), out / "tables" / benchmark)
         tables[benchmark] = str(csv.relative_to(out))
+    spar_counts = []
+    interference = []
+    for it in plan.spar:
+        counts = read_json(it.data.path("counts.json"))
+        spar_counts.append({"iteration": it.iteration, **counts})
+        for kind in ("spar_pairs", "independent_pairs"):
+            interference.append({"iteration": it.iteration, "pairs_kind": kind, **counts["interference"][kind]})
+    if interference:
+        csv, _ = write_table(pd.DataFrame.from_records(interference), out / "tables" / "spar_pairs")
+        tables["spar_pairs"] = str(csv.relative_to(out))
     manifest = {
         "experiment": config["experiment"],
         "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "ifplay_version": importlib.metadata.version("ifplay"),
         **{k: v for k, v in plan.manifest().items() if k != "experiment"},
         "tables": tables,
+        "spar_counts": spar_counts,
     }
     for stage in manifest["stages"]:
         stage["done"] = Path(stage["output"]).exists()
@@ -60,7 +71,7 @@ def diff(ref_a: str, ref_b: str) -> dict:
         if key != "experiment" and flat_a.get(key, "<unset>") != flat_b.get(key, "<unset>")
     ]
     metrics = {}
-    for table in sorted(set(a["tables"]) & set(b["tables"])):
+    for table in sorted(set(a["tables"]) & set(b["tables"]) - {"spar_pairs"}):
         ta, tb = read_table(dir_a / a["tables"][table]), read_table(dir_b / b["tables"][table])
         merged = ta.merge(tb, on=["model", "iteration"], how="outer", suffixes=("_a", "_b"))
         rows = []

@@ -29,6 +29,12 @@ STAGE_VERSIONS = {
     "prompts": 1,
     "eval_responses": 1,
     "ifeval_scores": 1,
+    "spar_samples": 1,
+    "spar_judged": 1,
+    "spar_trees": 1,
+    "spar_data": 1,
+    "actor_dpo": 1,
+    "refiner_rft": 1,
 }
 
 # The main output of each stage kind, relative to its directory (the Snakefile rules use these).
@@ -37,6 +43,12 @@ OUTPUTS = {
     "prompts": "prompts.jsonl",
     "eval_responses": "responses.jsonl",
     "ifeval_scores": "metrics.json",
+    "spar_samples": "samples.jsonl",
+    "spar_judged": "judged.jsonl",
+    "spar_trees": "trees.jsonl",
+    "spar_data": "dpo_pairs.jsonl",
+    "actor_dpo": "checkpoint",
+    "refiner_rft": "checkpoint",
 }
 
 
@@ -71,6 +83,13 @@ class Stage:
     def output(self) -> str:
         return f"{self.dir}/{OUTPUTS[self.kind]}"
 
+    def path(self, name: str) -> str:
+        """Another file of this stage's directory."""
+        return f"{self.dir}/{name}"
+
+    def __repr__(self) -> str:
+        return f"Stage({self.kind}/{self.key})"
+
     def describe(self) -> dict:
         return {
             "kind": self.kind,
@@ -79,6 +98,19 @@ class Stage:
             "config": self.config,
             "inputs": {name: stage.key for name, stage in sorted(self.inputs.items())},
         }
+
+
+@dataclass
+class SparIteration:
+    """The stages of SPaR iteration t: M_t, R_t in; M_{t+1}, R_{t+1} out."""
+
+    iteration: int
+    samples: Stage
+    judged: Stage
+    trees: Stage
+    data: Stage
+    actor: Stage
+    refiner: Stage
 
 
 @dataclass
@@ -99,9 +131,12 @@ class Plan:
         self.stages: dict[str, Stage] = {}
         self.evaluations: list[Evaluation] = []
         self.models: list[tuple[str, int, Stage]] = []
+        self.spar: list[SparIteration] = []
 
         base = self.add(self._base_model_stage())
         self.models.append((self._base_label(), 0, base))
+        if config["spar"]["enabled"]:
+            self._add_spar(base)
 
         for name, bench in config["eval"]["benchmarks"].items():
             if not bench["enabled"]:
@@ -145,13 +180,59 @@ class Plan:
         )
 
     def _prompts_stage(self, benchmark: str, limit: int | None) -> Stage:
-        source = self.config["data"]["ifeval" if benchmark == "ifeval" else "dev_prompts"]
-        origin = sources.prompt_origin(source, config_key=f"data.{'ifeval' if benchmark == 'ifeval' else 'dev_prompts'}")
-        return Stage(
-            "prompts",
-            {"origin": origin.fingerprint, "limit": limit},
-            runtime={"source": source},
-        )
+        return self._prompt_set("ifeval" if benchmark == "ifeval" else "dev_prompts", limit)
+
+    def _prompt_set(self, data_key: str, limit: int | None) -> Stage:
+        source = self.config["data"][data_key]
+        origin = sources.prompt_origin(source, config_key=f"data.{data_key}")
+        return Stage("prompts", {"origin": origin.fingerprint, "limit": limit}, runtime={"source": source})
+
+    def _template(self, path: str, config_key: str) -> tuple[dict, str]:
+        """A template's content fingerprint (hashed) and its resolved path (runtime)."""
+        resolved = sources.template_path(path, config_key)
+        return {"sha256": sources.file_sha256(resolved)}, str(resolved)
+
+    def _add_spar(self, base: Stage) -> None:
+        """SPaR iterations: M_{t+1} = DPO(M_t) on refined pairs, R_{t+1} = RFT(R_t); M_0 = R_0 = base."""
+        spar = self.config["spar"]
+        backend = self.config["backend"]["name"]
+        runtime = self.backend_runtime()
+        pool = self.add(self._prompt_set("train_prompts", spar["prompt_limit"]))
+        judge = dict(spar["judge"])
+        judge_template, judge_path = self._template(judge.pop("template"), "spar.judge.template")
+        search = dict(spar["search"])
+        refine_template, refine_path = self._template(search.pop("template"), "spar.search.template")
+        if judge["kind"] == "verifier":  # the oracle reads no model and no sampling settings
+            judge = {"kind": "verifier"}
+        else:
+            judge["template"] = judge_template
+        search["template"] = refine_template
+        templates = {"judge_template": judge_path, "refine_template": refine_path}
+        actor = refiner = base
+        label = self._base_label()
+        for t in range(spar["iterations"]):
+            samples = self.add(Stage("spar_samples", {"backend": backend, "sampling": spar["sampling"],
+                                                      "seed": self.config["seed"]},
+                                     {"model": actor, "prompts": pool}, runtime=runtime))
+            judge_inputs = {"samples": samples, "prompts": pool}
+            if judge["kind"] == "model":
+                judge_inputs["refiner"] = refiner
+            judged = self.add(Stage("spar_judged", {"judge": judge, "backend": backend, "seed": self.config["seed"]},
+                                    judge_inputs, runtime={**runtime, **templates}))
+            trees = self.add(Stage("spar_trees", {"judge": judge, "search": search, "backend": backend,
+                                                  "negatives_per_prompt": spar["negatives_per_prompt"],
+                                                  "seed": self.config["seed"]},
+                                   {"judged": judged, "prompts": pool, "refiner": refiner},
+                                   runtime={**runtime, **templates}))
+            data = self.add(Stage("spar_data", {"rft_mix": spar["rft_mix"], "judge_template": judge_template,
+                                                "refine_template": refine_template, "seed": self.config["seed"]},
+                                  {"judged": judged, "trees": trees}, runtime=templates))
+            actor = self.add(Stage("actor_dpo", {"settings": spar["actor_dpo"], "seed": self.config["seed"]},
+                                   {"model": actor, "data": data}))
+            refiner = self.add(Stage("refiner_rft", {"settings": spar["refiner_rft"], "seed": self.config["seed"]},
+                                     {"model": refiner, "data": data}))
+            self.spar.append(SparIteration(t, samples, judged, trees, data, actor, refiner))
+            self.models.append((f"{label}-SPaR-DPO", t + 1, actor))
 
     # -- lookups used by the Snakefile and the report -------------------------------------
     def stage(self, key: str) -> Stage:
@@ -166,6 +247,11 @@ class Plan:
     def keys(self, kind: str) -> list[str]:
         return [key for key, stage in self.stages.items() if stage.kind == kind]
 
+    def report_inputs(self) -> list[str]:
+        """Files the experiment report reads: every score and every SPaR iteration's counts."""
+        return ([e.scores.output for e in self.evaluations]
+                + [path for it in self.spar for path in (it.data.path("counts.json"), it.refiner.output)])
+
     def final_outputs(self) -> list[str]:
         return [f"{RESULTS}/experiments/{self.config['experiment']}/manifest.json"]
 
@@ -178,6 +264,11 @@ class Plan:
                 {"benchmark": e.benchmark, "model": e.model, "iteration": e.iteration,
                  "scores": e.scores.output}
                 for e in self.evaluations
+            ],
+            "spar_iterations": [
+                {"iteration": it.iteration, "counts": it.data.path("counts.json"),
+                 "actor_out": it.actor.output, "refiner_out": it.refiner.output}
+                for it in self.spar
             ],
         }
 

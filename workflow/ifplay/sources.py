@@ -105,6 +105,18 @@ def load_prompts(source: str, limit: int | None = None, config_key: str = "data"
     return records[:limit] if limit else records
 
 
+# -- prompt templates ------------------------------------------------------------------------
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def template_path(path: str, config_key: str) -> Path:
+    """A template file: as given (relative to the working directory), else relative to the repository."""
+    for candidate in (Path(path).expanduser(), REPO_ROOT / path):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise SourceError(f"config key '{config_key}': {path}: no such template file")
+
+
 # -- models ----------------------------------------------------------------------------------
 def model_origin(base: str, revision: str = "main", config_key: str = "model.base") -> Origin:
     if base.startswith("builtin:"):

@@ -535,14 +535,37 @@ def _settings_arg(text: str) -> dict:
     return value
 
 
+def keep_input_model(model: str, out: str | os.PathLike, data: str) -> dict:
+    """No training data: ``out`` becomes a link to ``model`` (M_{t+1} = M_t), said loudly in the summary."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink() if tmp.is_symlink() else shutil.rmtree(tmp)
+    tmp.symlink_to(Path(model).resolve(), target_is_directory=True)
+    _replace_dir(tmp, out)
+    log.warning("%s has no training examples: %s is the input model unchanged", data, out)
+    return {"num_records": 0, "trained": False, "kept_input_model": str(Path(model).resolve())}
+
+
+def _empty(data: str) -> bool:
+    return Path(data).is_file() and not any(line.strip() for line in Path(data).open(encoding="utf-8"))
+
+
 def cmd_train_dpo(args) -> None:
-    summary = train_dpo(args.model, args.data, args.out, args.settings, ref_model=args.ref_model,
-                        threads=args.threads)
+    if args.if_empty == "keep" and _empty(args.data):
+        summary = keep_input_model(args.model, args.out, args.data)
+    else:
+        summary = train_dpo(args.model, args.data, args.out, args.settings, ref_model=args.ref_model,
+                            threads=args.threads)
     print(json.dumps(summary, indent=2, default=str))
 
 
 def cmd_train_sft(args) -> None:
-    summary = train_sft(args.model, args.data, args.out, args.settings, threads=args.threads)
+    if args.if_empty == "keep" and _empty(args.data):
+        summary = keep_input_model(args.model, args.out, args.data)
+    else:
+        summary = train_sft(args.model, args.data, args.out, args.settings, threads=args.threads)
     print(json.dumps(summary, indent=2, default=str))
 
 
@@ -555,6 +578,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--settings", type=_settings_arg, default={}, help="JSON object of training settings")
     p.add_argument("--ref-model", default=None, help="reference model directory (default: --model)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--if-empty", choices=["error", "keep"], default="error",
+                   help="no pairs: fail (default) or keep the input model as the output")
     p.set_defaults(func=cmd_train_dpo)
 
     p = subparsers.add_parser("train-sft", help="SFT a checkpoint on conversations, assistant tokens only (TRL)")
@@ -563,4 +588,6 @@ def add_cli(subparsers) -> None:
     p.add_argument("--out", required=True, help="output checkpoint directory (written atomically)")
     p.add_argument("--settings", type=_settings_arg, default={}, help="JSON object of training settings")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--if-empty", choices=["error", "keep"], default="error",
+                   help="no examples: fail (default) or keep the input model as the output")
     p.set_defaults(func=cmd_train_sft)

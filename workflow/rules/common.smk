@@ -15,6 +15,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 PLAN = Plan(config)
 BENCHMARKS = list(dict.fromkeys(e.benchmark for e in PLAN.evaluations))
+TABLES = BENCHMARKS + (["spar_pairs"] if PLAN.spar else [])
 
 
 wildcard_constraints:
@@ -27,9 +28,14 @@ def stage_output(kind, name=None):
     return f"results/{kind}/{{key}}/{name or OUTPUTS[kind]}"
 
 
-def upstream(name):
-    """Input function: the output of the stage this stage consumes as `name`."""
-    return lambda wildcards: PLAN.stage(wildcards.key).inputs[name].output
+def upstream(name, file=None):
+    """Input function: the output (or another `file`) of the stage this stage consumes as `name`."""
+
+    def lookup(wildcards):
+        stage = PLAN.stage(wildcards.key).inputs[name]
+        return stage.path(file) if file else stage.output
+
+    return lookup
 
 
 def setting(*path):
@@ -57,5 +63,39 @@ def local_source(wildcards):
     return [origin.location] if origin.kind in ("file", "builtin") else []
 
 
-def experiment_scores(wildcards):
-    return [e.scores.output for e in PLAN.evaluations]
+def experiment_inputs(wildcards):
+    return PLAN.report_inputs()
+
+
+def spar_judge_inputs(wildcards):
+    """Samples and prompts; the refiner checkpoint too when the refiner is the judge."""
+    stage = PLAN.stage(wildcards.key)
+    return {name: upstream.output for name, upstream in stage.inputs.items()}
+
+
+def judge_args(wildcards):
+    """Command-line flags of the judge a SPaR stage uses (spar-judge, spar-search)."""
+    stage = PLAN.stage(wildcards.key)
+    judge = stage.config["judge"]
+    args = [f"--judge {judge['kind']}", f"--seed {stage.config['seed']}", f"--backend {stage.config['backend']}"]
+    if judge["kind"] == "model":
+        if "refiner" in stage.inputs and stage.kind == "spar_judged":
+            args.append(f"--refiner {stage.inputs['refiner'].output}")
+        args += [f"--judge-template {stage.runtime['judge_template']}", f"--votes {judge['votes']}",
+                 f"--judge-temperature {judge['temperature']}", f"--judge-top-p {judge['top_p']}",
+                 f"--judge-max-new-tokens {judge['max_new_tokens']}"]
+    return " ".join(args)
+
+
+def search_args(wildcards):
+    """Command-line flags of the tree search (spar-search)."""
+    search = PLAN.stage(wildcards.key).config["search"]
+    flags = ("algorithm", "branch", "select", "max_depth", "budget", "end_gate", "selection", "temperature",
+             "top_p", "max_new_tokens", "output_format")
+    return " ".join(f"--{flag.replace('_', '-')} {search[flag]}" for flag in flags)
+
+
+def training_settings(wildcards):
+    """trl settings of a training stage, as JSON."""
+    stage = PLAN.stage(wildcards.key)
+    return json.dumps({**stage.config["settings"], "seed": stage.config["seed"]})

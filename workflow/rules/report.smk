@@ -1,10 +1,10 @@
 rule experiment_report:
     input:
-        scores=experiment_scores,
+        inputs=experiment_inputs,
     output:
         manifest="results/experiments/{experiment}/manifest.json",
         tables=report(
-            expand("results/experiments/{{experiment}}/tables/{benchmark}.csv", benchmark=BENCHMARKS),
+            expand("results/experiments/{{experiment}}/tables/{table}.csv", table=TABLES),
             caption="../report/tables.rst",
             category="Tables",
         ),

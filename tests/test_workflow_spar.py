@@ -1,0 +1,72 @@
+"""One tiny SPaR iteration through the whole workflow, with the real model, then the model judge
+as a second experiment that shares the sampling stage."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import run
+from test_workflow import job_counts, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, smollm2, ifeval_data):
+    workdir = tmp_path_factory.mktemp("spar")
+    tiny = {
+        "experiment": "spar-verifier",
+        "model": {"base": str(smollm2), "label": "smollm2"},
+        "data": {"ifeval": str(ifeval_data)},
+        "eval": {"max_new_tokens": 16, "benchmarks": {"ifeval": {"limit": 2}, "dev": {"limit": 2}}},
+        "spar": {
+            "enabled": True,
+            "prompt_limit": 6,
+            "sampling": {"k": 3, "max_new_tokens": 32},
+            "judge": {"kind": "verifier", "votes": 2, "max_new_tokens": 32},
+            "search": {"branch": 2, "select": 1, "max_depth": 2, "budget": 4, "max_new_tokens": 32,
+                       "output_format": "plain"},
+            "actor_dpo": {"max_steps": 1, "max_length": 160},
+            "refiner_rft": {"max_steps": 1, "max_length": 256},
+        },
+    }
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    (workdir / "model-judge.yaml").write_text(yaml.safe_dump({"experiment": "spar-model",
+                                                              "spar": {"judge": {"kind": "model"}}}))
+    snakemake(workdir, "--configfile", "tiny.yaml")
+    return workdir
+
+
+def test_one_iteration_end_to_end(workdir):
+    exp = workdir / "results" / "experiments" / "spar-verifier"
+    manifest = json.loads((exp / "manifest.json").read_text())
+    [counts] = manifest["spar_counts"]
+    assert counts["judgements"]["responses"] == 18 and counts["judgements"]["invalid_votes"] == 0
+    judged = next(s for s in manifest["stages"] if s["kind"] == "spar_judged")
+    records = [json.loads(line) for line in (workdir / judged["output"]).read_text().splitlines()]
+    prompts_with_negative = {r["key"] for r in records if r["label"] == 0}
+    assert counts["search"]["trees"] == len(prompts_with_negative) >= 1  # one negative per prompt
+    assert counts["dpo_pairs"] <= counts["search"]["solved"]
+    assert counts["rft_examples"] >= counts["judgements"]["responses"] - counts["judgements"]["unlabelled"]
+    table = pd.read_csv(exp / "tables" / "ifeval.csv")
+    assert list(table["iteration"]) == [0, 1]
+    assert table.loc[1, "model"] == "smollm2-SPaR-DPO"
+    pairs = pd.read_csv(exp / "tables" / "spar_pairs.csv")
+    assert set(pairs["pairs_kind"]) == {"spar_pairs", "independent_pairs"}
+    kinds = {s["kind"] for s in manifest["stages"]}
+    assert {"spar_samples", "spar_judged", "spar_trees", "spar_data", "actor_dpo", "refiner_rft"} <= kinds
+    refiner = next(s for s in manifest["stages"] if s["kind"] == "refiner_rft")
+    assert (workdir / refiner["output"] / "config.json").is_file()
+
+
+def test_model_judge_experiment_shares_sampling(workdir):
+    dry = snakemake(workdir, "--configfile", "tiny.yaml", "model-judge.yaml", "-n").stdout
+    jobs = job_counts(dry)
+    assert "spar_samples" not in jobs and "base_model" not in jobs and "prompts" not in jobs
+    assert jobs["spar_judged"] == 1 and jobs["spar_trees"] == 1
+    snakemake(workdir, "--configfile", "tiny.yaml", "model-judge.yaml")
+    diff = json.loads(run(["ifplay", "diff", "spar-verifier", "spar-model", "--json"], cwd=workdir).stdout)
+    assert "spar.judge.kind" in [c["key"] for c in diff["config"]]
+    assert "spar_samples" in {s["kind"] for s in diff["stages"]["shared"]}
