@@ -55,3 +55,18 @@ def test_checkpoint_resumes_and_drops_torn_tail(tmp_path):
     assert [r["key"] for r in records] == [3, 2, 1]
     assert not journal.path.exists()
     assert [json.loads(line)["v"] for line in out.read_text().splitlines()] == ["c", "b", "a"]
+
+
+def test_link_dir_replaces_atomically(tmp_path):
+    from ifplay.records import link_dir
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "x").write_text("a")
+    (b / "x").write_text("b")
+    out = tmp_path / "out" / "checkpoint"
+    link_dir(a, out)
+    assert (out / "x").read_text() == "a"
+    link_dir(b, out)
+    assert (out / "x").read_text() == "b" and out.is_symlink()
+    assert not (tmp_path / "out" / "checkpoint.tmp").exists()

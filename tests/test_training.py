@@ -296,3 +296,16 @@ def test_cli_registers_both_subcommands():
     assert args.func is training.cmd_train_sft and args.settings == {} and args.threads is None
     with pytest.raises(SystemExit):
         parser.parse_args(["train-sft", "--model", "m", "--data", "d", "--out", "o", "--settings", "[1, 2]"])
+
+
+def test_empty_data_keeps_input_model_when_asked(tmp_path, smollm2):
+    from conftest import run
+
+    empty = tmp_path / "pairs.jsonl"
+    empty.write_text("")
+    out = tmp_path / "actor"
+    proc = run(["ifplay", "train-dpo", "--model", str(smollm2), "--data", str(empty), "--out", str(out)], check=False)
+    assert proc.returncode == 2 and "no records (empty file)" in proc.stderr
+    summary = json.loads(run(["ifplay", "train-dpo", "--model", str(smollm2), "--data", str(empty), "--out", str(out),
+                              "--if-empty", "keep"]).stdout)
+    assert summary["trained"] is False and out.resolve() == smollm2.resolve()

@@ -14,16 +14,9 @@ import shutil
 from pathlib import Path
 
 from ifplay import sources
+from ifplay.records import link_dir, replace_dir
 
 log = logging.getLogger(__name__)
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    if out.is_symlink() or out.is_file():
-        out.unlink()
-    elif out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
 
 
 def convert_gguf(gguf: Path, out: Path, dtype: str = "float32") -> Path:
@@ -45,7 +38,7 @@ def convert_gguf(gguf: Path, out: Path, dtype: str = "float32") -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    _replace_dir(tmp, out)
+    replace_dir(tmp, out)
     return out
 
 
@@ -68,10 +61,6 @@ def prepare_base_model(source: str, revision: str, dtype: str, out: str | os.Pat
         from huggingface_hub import snapshot_download
 
         target = Path(snapshot_download(repo_id=origin.location, revision=revision))
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(target.resolve(), target_is_directory=True)
-    _replace_dir(tmp, out)
+    link_dir(target, out)
     log.info("linked %s -> %s", out, target)
     return out

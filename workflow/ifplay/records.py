@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,6 +69,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Move a finished directory (or directory link) ``tmp`` onto ``out``, replacing what is there."""
+    out = Path(out)
+    if out.is_symlink() or out.is_file():
+        out.unlink()
+    elif out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+def link_dir(target: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Make ``out`` a symbolic link to the directory ``target`` (atomically, replacing ``out``)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.is_symlink() or tmp.is_file():
+        tmp.unlink()
+    elif tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.symlink_to(Path(target).resolve(), target_is_directory=True)
+    replace_dir(tmp, out)
+    return out
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:

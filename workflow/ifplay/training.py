@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from ifplay.config import ConfigError
-from ifplay.records import RecordError, read_jsonl
+from ifplay.records import RecordError, link_dir, read_jsonl, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -287,14 +287,6 @@ def assistant_token_mask(tokenizer, messages: list[dict], where: str = "conversa
 
 
 # -- outputs ---------------------------------------------------------------------------------
-def _replace_dir(tmp: Path, out: Path) -> None:
-    if out.is_symlink() or out.is_file():
-        out.unlink()
-    elif out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-
-
 def _step_logs(log_history: list[dict]) -> list[dict]:
     return [entry for entry in log_history if "loss" in entry and "step" in entry]
 
@@ -374,7 +366,7 @@ def _finish(trainer, kind: str, out: Path, tmp: Path, settings: dict, summary: d
             json.dumps({**summary, "settings": settings}, indent=2, default=str) + "\n", encoding="utf-8")
     trainer.accelerator.wait_for_everyone()
     if trainer.accelerator.is_main_process:
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     trainer.accelerator.wait_for_everyone()
     return summary
 
@@ -537,13 +529,7 @@ def _settings_arg(text: str) -> dict:
 
 def keep_input_model(model: str, out: str | os.PathLike, data: str) -> dict:
     """No training data: ``out`` becomes a link to ``model`` (M_{t+1} = M_t), said loudly in the summary."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink() if tmp.is_symlink() else shutil.rmtree(tmp)
-    tmp.symlink_to(Path(model).resolve(), target_is_directory=True)
-    _replace_dir(tmp, out)
+    link_dir(model, out)
     log.warning("%s has no training examples: %s is the input model unchanged", data, out)
     return {"num_records": 0, "trained": False, "kept_input_model": str(Path(model).resolve())}
 
