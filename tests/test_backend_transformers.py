@@ -73,3 +73,12 @@ def test_generation_stage_resumes(tmp_path, smollm2):
     assert records[1]["response"] == "FROM BEFORE"
     assert [json.loads(line)["key"] for line in out.read_text().splitlines()] == [0, 1, 2]
     assert not (tmp_path / "responses.jsonl.partial").exists()
+
+
+def test_assistant_prefill_is_continued(backend):
+    conversation = [{"role": "user", "content": "Is the sky blue? Answer yes or no."},
+                    {"role": "assistant", "content": "Final Judgement:"}]
+    rendered = backend.render(conversation)
+    assert rendered.endswith("<|im_start|>assistant\nFinal Judgement:")
+    [[completion]] = backend.chat([conversation], SamplingParams(max_new_tokens=4))
+    assert not completion.startswith("Final Judgement")  # only the continuation comes back

@@ -190,3 +190,23 @@ def test_verifier_critique_has_a_judgement_shape(verifier):
 def test_verifier_needs_ifeval_fields(verifier):
     with pytest.raises(ValueError, match=r"prompt key 'free-1' has no instruction_id_list or kwargs"):
         verifier.judge([({"key": "free-1", "prompt": "Write a poem."}, "roses")])
+
+
+def test_template_prefill_turns_and_joined_verdicts():
+    from ifplay.backends import Backend
+    from ifplay.judge import ModelJudge, template_turns
+
+    template = "Judge {prompt} / {response}\n<<<assistant>>>\nFinal Judgement:\n"
+    turns = template_turns(template, prompt="P", response="R")
+    assert turns == [{"role": "user", "content": "Judge P / R"}, {"role": "assistant", "content": "Final Judgement:"}]
+    assert template_turns("Judge {prompt} / {response}", prompt="P", response="R") == [
+        {"role": "user", "content": "Judge P / R"}]
+
+    class Continues(Backend):
+        def chat(self, conversations, params, progress=None):
+            assert all(c[-1]["role"] == "assistant" for c in conversations)
+            return [[" Yes", " No", " yes, all met"] for _ in conversations]
+
+    [judgement] = ModelJudge(Continues(), template, votes=3).judge([({"key": 1, "prompt": "P"}, "R")])
+    assert judgement.votes == [1, 0, 1] and judgement.label == 1
+    assert judgement.critique == "Final Judgement: Yes"

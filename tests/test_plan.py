@@ -126,7 +126,7 @@ def test_verifier_judge_shares_sampling_only():
 
 def test_template_content_is_keyed(tmp_path):
     template = tmp_path / "judge.txt"
-    template.write_text((REPO / "config" / "prompts" / "judge.txt").read_text())
+    template.write_text((REPO / load_config()["spar"]["judge"]["template"]).read_text())
     same = plan(spar={"enabled": True, "judge": {"template": str(template)}})
     assert same.spar[0].judged.key == plan(**SPAR).spar[0].judged.key
     template.write_text(template.read_text() + "\nBe strict.\n")

@@ -144,11 +144,26 @@ class Judge(ABC):
         """Judge distinct, uncached pairs (one judgement each, in order)."""
 
 
+ASSISTANT_MARKER = "<<<assistant>>>"
+
+
+def template_turns(template_text: str, **fields) -> list[dict]:
+    """A template as chat turns: the text before a line ``<<<assistant>>>`` is the user turn; the
+    text after it (if any) begins the assistant's answer, which the model then continues (a
+    prefill, e.g. "Final Judgement:" so that a small model gives its verdict first)."""
+    user, marker, prefix = template_text.partition(ASSISTANT_MARKER)
+    turns = [{"role": "user", "content": user.rstrip("\n").format(**fields) if marker else user.format(**fields)}]
+    if marker and prefix.strip():
+        turns.append({"role": "assistant", "content": prefix.strip("\n")})
+    return turns
+
+
 class ModelJudge(Judge):
     """A model judges by writing ``votes`` critiques per pair from a judge prompt template.
 
-    The template (``{prompt}``, ``{response}``) is the single user turn; all uncached pairs of a
-    :meth:`judge` call go to ``backend.chat`` in one call with ``n=votes``. Temperature 0 with
+    The template (``{prompt}``, ``{response}``) is the user turn, optionally followed by an
+    assistant prefill (:func:`template_turns`); a judgement's text is prefill + completion. All
+    uncached pairs of a :meth:`judge` call go to ``backend.chat`` in one call with ``n=votes``. Temperature 0 with
     several votes is allowed (greedy repeats; a deterministic backend then votes unanimously).
     """
 
@@ -163,12 +178,20 @@ class ModelJudge(Judge):
 
     def render(self, record: dict, response: str) -> list[dict]:
         """The judge conversation for one pair."""
-        return [{"role": "user", "content": self.template.format(prompt=record["prompt"], response=response)}]
+        return template_turns(self.template, prompt=record["prompt"], response=response)
 
     def _evaluate(self, items: list[tuple[dict, str]]) -> list[VotedJudgement]:
-        completions = self.backend.chat([self.render(record, response) for record, response in items],
-                                        self.params, progress="judge")
-        return [vote(texts) for texts in completions]
+        conversations = [self.render(record, response) for record, response in items]
+        completions = self.backend.chat(conversations, self.params, progress="judge")
+        return [vote([_joined(conversation, text) for text in texts])
+                for conversation, texts in zip(conversations, completions)]
+
+
+def _joined(conversation: list[dict], completion: str) -> str:
+    """The full assistant answer: a prefilled start plus the model's continuation."""
+    if conversation[-1]["role"] == "assistant":
+        return conversation[-1]["content"] + completion
+    return completion
 
 
 class VerifierJudge(Judge):

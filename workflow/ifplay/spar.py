@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 
 from tqdm.auto import tqdm
 
-from ifplay.judge import Judge, VotedJudgement
+from ifplay.judge import Judge, VotedJudgement, template_turns
 from ifplay.records import Checkpoint, read_jsonl
 from ifplay.tree_search import SearchResult, TreeSearch
 
@@ -152,8 +152,9 @@ def build_training_data(judged: list[dict], trees: list[dict], judge_template: s
                       "rejected": [_assistant(rejected)], "key": tree["key"]})
 
     def judgement_example(prompt: str, response: str, critique: str, kind: str) -> dict:
-        return {"messages": [_user(judge_template.format(prompt=prompt, response=response)), _assistant(critique)],
-                "kind": kind}
+        # the critique already starts with any assistant prefill of the template
+        user = template_turns(judge_template, prompt=prompt, response=response)[0]
+        return {"messages": [user, _assistant(critique)], "kind": kind}
 
     refinements, tree_pos, tree_neg = [], [], []
     for tree in trees:

@@ -48,6 +48,9 @@ class Backend(ABC):
              progress: str | None = None) -> list[list[str]]:
         """Return ``params.n`` completions for each conversation, in input order.
 
+        A conversation that ends with an assistant message is continued from it (a prefill); the
+        completion holds only the continuation.
+
         ``progress`` names a progress bar; ``None`` shows none.
         """
 

@@ -41,6 +41,8 @@ class TransformersBackend(Backend):
         self.model.eval()
 
     def render(self, conversation: Conversation) -> str:
+        if conversation[-1]["role"] == "assistant":  # prefill: continue the assistant's message
+            return self.tokenizer.apply_chat_template(conversation, tokenize=False, continue_final_message=True)
         return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
     def chat(self, conversations: list[Conversation], params: SamplingParams,
