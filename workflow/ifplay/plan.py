@@ -244,9 +244,6 @@ class Plan:
                 "the path was made by another configuration (pass its --configfile)"
             ) from None
 
-    def keys(self, kind: str) -> list[str]:
-        return [key for key, stage in self.stages.items() if stage.kind == kind]
-
     def report_inputs(self) -> list[str]:
         """Files the experiment report reads: every score and every SPaR iteration's counts."""
         return ([e.scores.output for e in self.evaluations]
