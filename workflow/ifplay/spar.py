@@ -292,10 +292,7 @@ def _cmd_search(args) -> None:
     prompts = {p["key"]: p for p in read_jsonl(args.prompts, required=("key", "prompt"))}
     judged = read_jsonl(args.judged, required=JUDGED_FIELDS)
     roots = mine_negatives(judged, prompts, args.negatives_per_prompt, args.seed)
-    config = SearchConfig(algorithm=args.algorithm, branch=args.branch, select=args.select, max_depth=args.max_depth,
-                          budget=args.budget, end_gate=args.end_gate, selection=args.selection,
-                          temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                          seed=args.seed, output_format=args.output_format)
+    config = SearchConfig(**{f.name: getattr(args, f.name) for f in fields(SearchConfig)})
     backend = _refiner_backend(args)
     search = TreeSearch(backend, _make_judge(args, backend), load_template(args.refine_template, "refine"), config)
     results = search_negatives(search, roots, args.out)
