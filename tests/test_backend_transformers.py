@@ -51,6 +51,17 @@ def test_n_samples_seeded(backend):
     assert len(set(a[0])) > 1  # samples differ from one another
 
 
+def test_shared_prefill_samples_continue_the_right_prompt(backend):
+    """n samples share one prefill of their (left-padded) prompt: near-zero temperature must give
+    every copy the greedy answer of its own prompt."""
+    greedy = chat(backend, PROMPTS, max_new_tokens=12)
+    cold = chat(backend, PROMPTS, temperature=1e-4, n=3, max_new_tokens=12)
+    assert cold == [g * 3 for g in greedy]
+    prefilled = backend.chat([[{"role": "user", "content": PROMPTS[1]}, {"role": "assistant", "content": "the sea"}]],
+                             SamplingParams(temperature=1e-4, n=2, max_new_tokens=8))
+    assert prefilled[0][0] == prefilled[0][1]
+
+
 def test_max_new_tokens_bounds_length(backend):
     out = chat(backend, ["Tell me a very long story about a dragon."], max_new_tokens=8)[0][0]
     assert len(backend.tokenizer(out, add_special_tokens=False)["input_ids"]) <= 8

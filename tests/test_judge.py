@@ -115,6 +115,47 @@ def test_judge_cache_never_judges_a_pair_twice():
     assert len(backend.calls) == 2 and judge.calls == 3  # fully cached: no backend call
 
 
+class TieThenDecideBackend(Backend):
+    """Splits the votes evenly on a response's first `ties` draws, then votes Yes unanimously."""
+
+    name = "scripted"
+
+    def __init__(self, ties: dict[str, int]):
+        self.ties = dict(ties)
+        self.calls: list[tuple[list, SamplingParams]] = []
+
+    def chat(self, conversations, params, progress=None):
+        self.calls.append((conversations, params))
+        out = []
+        for conversation in conversations:
+            response = conversation[-1]["content"].split("Response: ")[1].split("\n")[0]
+            if self.ties.get(response, 0) > 0:
+                self.ties[response] -= 1
+                out.append([f"Final Judgement: {'Yes' if i % 2 else 'No'}" for i in range(params.n)])
+            else:
+                out.append(["Final Judgement: Yes"] * params.n)
+        return out
+
+
+def test_tied_votes_are_drawn_again_in_one_batch():
+    backend = TieThenDecideBackend({"a": 1, "b": 2, "c": 5})
+    judge = ModelJudge(backend, TEMPLATE, votes=4, seed=11, tie_resamples=3)
+    record = {"key": 1, "prompt": "P"}
+    a, b, c, d = judge.judge([(record, r) for r in "abcd"])
+    # draw 0: all four; draw 1: the tied a, b, c; draw 2: b, c; draw 3: c (still tied: no label)
+    assert [len(conversations) for conversations, _ in backend.calls] == [4, 3, 2, 1]
+    assert len({params.seed for _, params in backend.calls}) == 4  # each draw samples anew
+    assert (a.label, a.resamples, b.label, b.resamples) == (1, 1, 1, 2)
+    assert c.label is None and c.tie and c.resamples == 3
+    assert d.label == 1 and d.resamples == 0 and d.votes == [1, 1, 1, 1]
+
+
+def test_ties_kept_without_resampling():
+    backend = TieThenDecideBackend({"a": 1})
+    [a] = ModelJudge(backend, TEMPLATE, votes=2).judge([({"key": 1, "prompt": "P"}, "a")])
+    assert a.tie and a.label is None and len(backend.calls) == 1
+
+
 # -- templates and the factory --------------------------------------------------------------------
 def test_repository_templates_load():
     judge_text = load_template(PROMPTS / "judge.txt", "judge")

@@ -1,10 +1,14 @@
 """Stage keys: stable, content-derived, shared across experiments that agree upstream."""
 
+import json
 import re
+
+import pytest
 
 from conftest import REPO, run
 from ifplay.config import load_config
 from ifplay.plan import Plan, short_hash
+from ifplay.sources import SourceError
 
 EVAL_LONG = REPO / "config" / "experiments" / "eval-long.yaml"
 
@@ -97,8 +101,12 @@ def test_dry_run_job_lists_share_upstream(ifeval_data):
     assert any(p.startswith("results/base_model/") for p in shared)
     assert any(p.startswith("results/prompts/") for p in shared)
     assert not any(p.startswith(("results/eval_responses/", "results/ifeval_scores/")) for p in shared)
+    # the default runs one SPaR iteration; an evaluation overlay shares all of its training stages
+    for kind in ("spar_samples", "spar_judged", "spar_trees", "spar_data", "actor_dpo", "refiner_rft"):
+        assert any(p.startswith(f"results/{kind}/") for p in shared), kind
     jobs = dry_run_jobs(*local, "--forceall")
-    assert jobs["base_model"] == 1 and jobs["prompts"] == 2 and jobs["eval_responses"] == 2
+    assert jobs["base_model"] == 1 and jobs["prompts"] == 3 and jobs["eval_responses"] == 4
+    assert jobs["spar_samples"] == 1 and jobs["actor_dpo"] == 1 and jobs["judge_eval"] == 2
 
 
 SPAR = {"spar": {"enabled": True}}
@@ -140,3 +148,48 @@ def test_dpo_setting_changes_only_training_and_after():
     assert a.spar[0].data.key == b.spar[0].data.key
     assert a.spar[0].refiner.key == b.spar[0].refiner.key
     assert a.spar[0].actor.key != b.spar[0].actor.key
+
+
+def test_each_refiner_is_scored_as_a_judge_on_shared_heldout_responses():
+    two = plan(spar={"enabled": True, "iterations": 2})
+    rows = [(e.model, e.iteration) for e in two.judge_evaluations]
+    assert [r[1] for r in rows] == [0, 1, 2] and rows[1][0].endswith("-SPaR-RFT")
+    r0, r1, r2 = (e.metrics for e in two.judge_evaluations)
+    assert r0.inputs["refiner"] is two.models[0][2] and r1.inputs["refiner"] is two.spar[0].refiner
+    assert r0.inputs["responses"] is r1.inputs["responses"] is r2.inputs["responses"]
+    dev = next(e for e in two.evaluations if e.benchmark == "dev" and e.iteration == 0)
+    assert r0.inputs["responses"] is dev.scores.inputs["responses"]  # the base model's dev answers, shared
+    # the verifier-judged experiment scores its refiners with the same model-judge settings
+    verifier = plan(spar={"enabled": True, "judge": {"kind": "verifier"}})
+    assert verifier.judge_evaluations[0].metrics.key == r0.key
+    assert verifier.judge_evaluations[1].metrics.key != r1.key  # R_1 was trained on other data
+    assert plan(spar={"enabled": True, "judge_eval": {"enabled": False}}).judge_evaluations == []
+
+
+def test_initial_sft_starts_both_roles(tmp_path):
+    actor_data, refiner_data = tmp_path / "actor.jsonl", tmp_path / "refiner.jsonl"
+    conversation = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    actor_data.write_text(json.dumps(conversation) + "\n")
+    refiner_data.write_text(json.dumps(conversation) + "\n" + json.dumps(conversation) + "\n")
+    base = plan(**SPAR)
+    one = plan(spar={"enabled": True}, sft={"enabled": True, "actor_data": str(actor_data)})
+    m0 = one.spar[0].samples.inputs["model"]
+    assert m0.kind == "sft_model" and m0.inputs["model"].kind == "base_model"
+    assert one.spar[0].judged.inputs["refiner"] is m0  # no refiner data: R_0 = M_0
+    assert [(label.endswith("-SFT"), it) for label, it, _ in one.models] == [(False, 0), (True, 0), (False, 1)]
+    assert one.judge_evaluations[0].model.endswith("-SFT")
+    two = plan(spar={"enabled": True}, sft={"enabled": True, "actor_data": str(actor_data),
+                                             "refiner_data": str(refiner_data)})
+    r0 = two.spar[0].judged.inputs["refiner"]
+    assert r0.kind == "sft_model" and r0 is not two.spar[0].samples.inputs["model"]
+    assert two.spar[0].samples.key == one.spar[0].samples.key  # same M_0
+    # shares the base model, the prompt sets and the base model's evaluation with the plain default
+    shared = {base.stages[k].kind for k in set(base.stages) & set(one.stages)}
+    assert shared == {"base_model", "prompts", "eval_responses", "ifeval_scores"}
+
+
+def test_sft_needs_its_data_named_in_the_error():
+    with pytest.raises(SourceError, match="config key 'sft.actor_data': no file given"):
+        plan(sft={"enabled": True})
+    with pytest.raises(SourceError, match="config key 'sft.actor_data': /no/such.jsonl: no such file"):
+        plan(sft={"enabled": True, "actor_data": "/no/such.jsonl"})

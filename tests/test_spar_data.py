@@ -39,7 +39,7 @@ def test_judge_responses_with_verifier_and_resume(tmp_path):
     assert "Final Judgement: No" in records[1]["critique"]
     counts = judgement_counts(records)
     assert counts == {"prompts": 1, "responses": 2, "votes": 2, "invalid_votes": 0, "labelled_yes": 1,
-                      "labelled_no": 1, "unlabelled": 0, "ties": 0}
+                      "labelled_no": 1, "unlabelled": 0, "ties": 0, "tie_resampled": 0}
 
 
 def test_mine_negatives_one_per_prompt_seeded():

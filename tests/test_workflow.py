@@ -31,6 +31,7 @@ def workdir(tmp_path_factory, smollm2, ifeval_data):
         "model": {"base": str(smollm2), "label": "smollm2"},
         "data": {"ifeval": str(ifeval_data)},
         "eval": {"max_new_tokens": 24, "benchmarks": {"ifeval": {"limit": 4}, "dev": {"limit": 3}}},
+        "spar": {"enabled": False},  # evaluation only (tests/test_workflow_spar.py runs SPaR)
     }
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     (workdir / "tiny-eval.yaml").write_text(yaml.safe_dump({"experiment": "tiny-eval", "eval": {"max_new_tokens": 32}}))

@@ -1,5 +1,5 @@
-"""One tiny SPaR iteration through the whole workflow, with the real model, then the model judge
-as a second experiment that shares the sampling stage."""
+"""One tiny SPaR iteration through the whole workflow, with the real model; then the model judge
+as a second experiment that shares the sampling stage, and an initial-SFT experiment."""
 
 import json
 
@@ -28,6 +28,7 @@ def workdir(tmp_path_factory, smollm2, ifeval_data):
             "judge": {"kind": "verifier", "votes": 2, "max_new_tokens": 32},
             "search": {"branch": 2, "select": 1, "max_depth": 2, "budget": 4, "max_new_tokens": 32,
                        "output_format": "plain"},
+            "judge_eval": {"limit": 2},  # the dev evaluation's two responses: shared with it
             "actor_dpo": {"max_steps": 1, "max_length": 160},
             "refiner_rft": {"max_steps": 1, "max_length": 256},
         },
@@ -59,6 +60,15 @@ def test_one_iteration_end_to_end(workdir):
     assert {"spar_samples", "spar_judged", "spar_trees", "spar_data", "actor_dpo", "refiner_rft"} <= kinds
     refiner = next(s for s in manifest["stages"] if s["kind"] == "refiner_rft")
     assert (workdir / refiner["output"] / "config.json").is_file()
+    summary = pd.read_csv(exp / "tables" / "spar_counts.csv")
+    assert summary.loc[0, "responses"] == 18 and summary.loc[0, "dpo_pairs"] == counts["dpo_pairs"]
+    assert summary.loc[0, "negatives"] == counts["search"]["trees"]
+    # each refiner (R_0 = base, R_1 = RFT) judged the two held-out dev answers, scored by the oracle
+    judge = pd.read_csv(exp / "tables" / "judge.csv")
+    assert list(judge["iteration"]) == [0, 1] and list(judge["responses"]) == [2, 2]
+    assert judge.loc[1, "model"] == "smollm2-SPaR-RFT"
+    assert judge["accuracy"].between(0, 100).all()
+    assert {"judge_eval"} <= kinds and len(manifest["judge_evaluations"]) == 2
 
 
 def test_model_judge_experiment_shares_sampling(workdir):
@@ -70,3 +80,28 @@ def test_model_judge_experiment_shares_sampling(workdir):
     diff = json.loads(run(["ifplay", "diff", "spar-verifier", "spar-model", "--json"], cwd=workdir).stdout)
     assert "spar.judge.kind" in [c["key"] for c in diff["config"]]
     assert "spar_samples" in {s["kind"] for s in diff["stages"]["shared"]}
+
+
+def test_initial_sft_experiment(workdir):
+    conversations = [{"messages": [{"role": "user", "content": f"Write one word about {topic}, in lowercase."},
+                                   {"role": "assistant", "content": topic}]}
+                     for topic in ("rain", "sea", "moon", "tea")]
+    (workdir / "sft.jsonl").write_text("".join(json.dumps(c) + "\n" for c in conversations))
+    (workdir / "sft.yaml").write_text(yaml.safe_dump({
+        "experiment": "spar-sft",
+        "sft": {"enabled": True, "actor_data": "sft.jsonl", "training": {"max_steps": 1, "max_length": 128}}}))
+    jobs = job_counts(snakemake(workdir, "--configfile", "tiny.yaml", "sft.yaml", "-n").stdout)
+    # the base model, the prompt sets and the base model's evaluation are shared; self-play restarts
+    assert "base_model" not in jobs and "prompts" not in jobs and jobs["sft_model"] == 1
+    assert jobs["eval_responses"] == 4 and jobs["spar_samples"] == 1
+    snakemake(workdir, "--configfile", "tiny.yaml", "sft.yaml")
+    exp = workdir / "results" / "experiments" / "spar-sft"
+    table = pd.read_csv(exp / "tables" / "ifeval.csv")
+    assert list(zip(table["model"], table["iteration"])) == [("smollm2", 0), ("smollm2-SFT", 0),
+                                                             ("smollm2-SPaR-DPO", 1)]
+    judge = pd.read_csv(exp / "tables" / "judge.csv")
+    assert list(judge["model"]) == ["smollm2-SFT", "smollm2-SPaR-RFT"]
+    manifest = json.loads((exp / "manifest.json").read_text())
+    sft = next(s for s in manifest["stages"] if s["kind"] == "sft_model")
+    samples = next(s for s in manifest["stages"] if s["kind"] == "spar_samples")
+    assert samples["inputs"]["model"] == sft["key"]  # M_0 = SFT(base)

@@ -12,7 +12,7 @@ import pandas as pd
 from ifplay.config import flatten
 from ifplay.plan import Plan, experiment_dir
 from ifplay.records import RecordError, read_json, write_json
-from ifplay.tables import IFEVAL_COLUMNS, ifeval_table, read_table, write_table
+from ifplay.tables import ifeval_table, judge_table, read_table, write_table
 
 
 def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict:
@@ -25,6 +25,11 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
                 for e in plan.evaluations if e.benchmark == benchmark]
         csv, _ = write_table(ifeval_table(rows), out / "tables" / benchmark)
         tables[benchmark] = str(csv.relative_to(out))
+    if plan.judge_evaluations:
+        rows = [{"model": e.model, "iteration": e.iteration, "metrics": e.metrics.output}
+                for e in plan.judge_evaluations]
+        csv, _ = write_table(judge_table(rows), out / "tables" / "judge")
+        tables["judge"] = str(csv.relative_to(out))
     spar_counts = []
     interference = []
     for it in plan.spar:
@@ -32,7 +37,9 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
         spar_counts.append({"iteration": it.iteration, **counts})
         for kind in ("spar_pairs", "independent_pairs"):
             interference.append({"iteration": it.iteration, "pairs_kind": kind, **counts["interference"][kind]})
-    if interference:
+    if spar_counts:
+        csv, _ = write_table(spar_summary(spar_counts), out / "tables" / "spar_counts")
+        tables["spar_counts"] = str(csv.relative_to(out))
         csv, _ = write_table(pd.DataFrame.from_records(interference), out / "tables" / "spar_pairs")
         tables["spar_pairs"] = str(csv.relative_to(out))
     manifest = {
@@ -49,6 +56,31 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
     return manifest
 
 
+def spar_summary(spar_counts: list[dict]) -> pd.DataFrame:
+    """One row per SPaR iteration: what each stage kept (``tables/spar_counts.csv``)."""
+    rows = []
+    for c in spar_counts:
+        judgements, search = c["judgements"], c["search"]
+        rows.append({
+            "iteration": c["iteration"],
+            "prompts": judgements["prompts"],
+            "responses": judgements["responses"],
+            "votes": judgements["votes"],
+            "invalid_votes": judgements["invalid_votes"],
+            "ties": judgements["ties"],
+            "labelled_yes": judgements["labelled_yes"],
+            "labelled_no": judgements["labelled_no"],
+            "negatives": search["trees"],
+            "solved": search["solved"],
+            "success_rate": search["success_rate"],
+            "nodes_expanded": search["nodes_expanded"],
+            "nodes_generated": search["nodes_generated"],
+            "dpo_pairs": c["dpo_pairs"],
+            "rft_examples": c["rft_examples"],
+        })
+    return pd.DataFrame.from_records(rows)
+
+
 def _experiment(ref: str) -> tuple[str, Path, dict]:
     path = Path(ref)
     if not (path / "manifest.json").is_file():
@@ -58,6 +90,24 @@ def _experiment(ref: str) -> tuple[str, Path, dict]:
                           "run the workflow for that experiment first")
     manifest = read_json(path / "manifest.json")
     return manifest["experiment"], path, manifest
+
+
+def table_deltas(ta: pd.DataFrame, tb: pd.DataFrame) -> list[dict]:
+    """Cell-by-cell B - A of two tables with the same columns. Rows match on ``iteration`` and the
+    text columns (model, pairs_kind, ...); every other numeric column is compared."""
+    common = [c for c in ta.columns if c in tb.columns]
+    keys = [c for c in common if c == "iteration" or not pd.api.types.is_numeric_dtype(ta[c])]
+    values = [c for c in common if c not in keys]
+    merged = ta.merge(tb, on=keys, how="outer", suffixes=("_a", "_b"))
+    rows = []
+    for _, row in merged.iterrows():
+        cells = {}
+        for col in values:
+            va, vb = row[f"{col}_a"], row[f"{col}_b"]
+            cells[col] = {"a": None if pd.isna(va) else float(va), "b": None if pd.isna(vb) else float(vb),
+                          "delta": None if pd.isna(va) or pd.isna(vb) else round(float(vb) - float(va), 4)}
+        rows.append({**{k: (int(row[k]) if k == "iteration" else row[k]) for k in keys}, "cells": cells})
+    return rows
 
 
 def diff(ref_a: str, ref_b: str) -> dict:
@@ -70,19 +120,8 @@ def diff(ref_a: str, ref_b: str) -> dict:
         for key in sorted(set(flat_a) | set(flat_b))
         if key != "experiment" and flat_a.get(key, "<unset>") != flat_b.get(key, "<unset>")
     ]
-    metrics = {}
-    for table in sorted(set(a["tables"]) & set(b["tables"]) - {"spar_pairs"}):
-        ta, tb = read_table(dir_a / a["tables"][table]), read_table(dir_b / b["tables"][table])
-        merged = ta.merge(tb, on=["model", "iteration"], how="outer", suffixes=("_a", "_b"))
-        rows = []
-        for _, row in merged.iterrows():
-            cells = {}
-            for col in IFEVAL_COLUMNS[2:]:
-                va, vb = row[f"{col}_a"], row[f"{col}_b"]
-                cells[col] = {"a": None if pd.isna(va) else float(va), "b": None if pd.isna(vb) else float(vb),
-                              "delta": None if pd.isna(va) or pd.isna(vb) else round(float(vb) - float(va), 2)}
-            rows.append({"model": row["model"], "iteration": int(row["iteration"]), "cells": cells})
-        metrics[table] = rows
+    metrics = {table: table_deltas(read_table(dir_a / a["tables"][table]), read_table(dir_b / b["tables"][table]))
+               for table in sorted(set(a["tables"]) & set(b["tables"]))}
     stages_a = {s["key"]: s for s in a["stages"]}
     stages_b = {s["key"]: s for s in b["stages"]}
     shared = sorted(set(stages_a) & set(stages_b), key=lambda k: (stages_a[k]["kind"], k))
@@ -106,15 +145,18 @@ def format_diff(d: dict) -> str:
     else:
         lines.append("(none)")
     for table, rows in d["metrics"].items():
-        lines += ["", f"## {table}: {d['b']} - {d['a']} (percentage points)", "",
-                  "| model | iteration | " + " | ".join(IFEVAL_COLUMNS[2:]) + " |",
-                  "|---|---|" + "---|" * len(IFEVAL_COLUMNS[2:])]
+        if not rows:
+            continue
+        columns = list(rows[0]["cells"])
+        keys = [k for k in rows[0] if k != "cells"]
+        lines += ["", f"## {table}: {d['a']} -> {d['b']} (delta = {d['b']} - {d['a']})", "",
+                  "| " + " | ".join(keys + columns) + " |", "|" + "---|" * (len(keys) + len(columns))]
         for row in rows:
             cells = []
-            for col in IFEVAL_COLUMNS[2:]:
+            for col in columns:
                 c = row["cells"][col]
-                cells.append("n/a" if c["delta"] is None else f"{c['a']:.2f} -> {c['b']:.2f} ({c['delta']:+.2f})")
-            lines.append(f"| {row['model']} | {row['iteration']} | " + " | ".join(cells) + " |")
+                cells.append("n/a" if c["delta"] is None else f"{c['a']:g} -> {c['b']:g} ({c['delta']:+g})")
+            lines.append("| " + " | ".join([str(row[k]) for k in keys] + cells) + " |")
     st = d["stages"]
     lines += ["", "## Stage outputs",
               f"shared: {len(st['shared'])}, only {d['a']}: {len(st['only_a'])}, only {d['b']}: {len(st['only_b'])}", ""]

@@ -17,6 +17,7 @@ Both cache judgements in memory by (prompt text, response), so no pair is judged
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import string
@@ -80,6 +81,8 @@ class VotedJudgement:
     ``critiques``: the raw judge texts. ``critique``: the first text whose vote equals ``label``
     (``None`` without a label). ``n_invalid``: votes that could not be parsed. ``tie``: the valid
     votes split evenly (at least one each). ``value``: ``#yes / (#yes + #no)``, 0.0 without valid votes.
+    ``resamples``: how many times the votes were drawn again because they tied (the votes above
+    are the last draw's).
     """
 
     label: int | None
@@ -89,6 +92,7 @@ class VotedJudgement:
     n_invalid: int
     tie: bool
     value: float
+    resamples: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -165,14 +169,21 @@ class ModelJudge(Judge):
     assistant prefill (:func:`template_turns`); a judgement's text is prefill + completion. All
     uncached pairs of a :meth:`judge` call go to ``backend.chat`` in one call with ``n=votes``. Temperature 0 with
     several votes is allowed (greedy repeats; a deterministic backend then votes unanimously).
+
+    Ties: SPaR's release draws a node's votes again when they tie, up to 3 times. Pairs whose
+    votes tie are re-judged (all of them in one more backend call, with a new seed) up to
+    ``tie_resamples`` times; the last draw stands, and a tie left after that has no label.
     """
 
     def __init__(self, backend: Backend, template_text: str, votes: int = 5, temperature: float = 0.7,
-                 top_p: float = 1.0, max_new_tokens: int = 512, seed: int = 0):
+                 top_p: float = 1.0, max_new_tokens: int = 512, seed: int = 0, tie_resamples: int = 0):
         super().__init__()
         check_template(template_text, "judge", "judge template")
+        if tie_resamples < 0:
+            raise ValueError(f"tie_resamples must be >= 0, got {tie_resamples}")
         self.backend = backend
         self.template = template_text
+        self.tie_resamples = tie_resamples
         self.params = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                                      n=votes, seed=seed)
 
@@ -182,7 +193,19 @@ class ModelJudge(Judge):
 
     def _evaluate(self, items: list[tuple[dict, str]]) -> list[VotedJudgement]:
         conversations = [self.render(record, response) for record, response in items]
-        completions = self.backend.chat(conversations, self.params, progress="judge")
+        judgements = self._vote(conversations, self.params)
+        for draw in range(1, self.tie_resamples + 1):
+            tied = [index for index, judgement in enumerate(judgements) if judgement.tie]
+            if not tied:
+                break
+            params = dataclasses.replace(self.params, seed=self.params.seed + 7919 * draw)
+            for index, judgement in zip(tied, self._vote([conversations[i] for i in tied], params)):
+                judgement.resamples = draw
+                judgements[index] = judgement
+        return judgements
+
+    def _vote(self, conversations: list[list[dict]], params: SamplingParams) -> list[VotedJudgement]:
+        completions = self.backend.chat(conversations, params, progress="judge")
         return [vote([_joined(conversation, text) for text in texts])
                 for conversation, texts in zip(conversations, completions)]
 

@@ -35,6 +35,8 @@ STAGE_VERSIONS = {
     "spar_data": 1,
     "actor_dpo": 1,
     "refiner_rft": 1,
+    "sft_model": 1,
+    "judge_eval": 1,
 }
 
 # The main output of each stage kind, relative to its directory (the Snakefile rules use these).
@@ -49,6 +51,8 @@ OUTPUTS = {
     "spar_data": "dpo_pairs.jsonl",
     "actor_dpo": "checkpoint",
     "refiner_rft": "checkpoint",
+    "sft_model": "checkpoint",
+    "judge_eval": "metrics.json",
 }
 
 
@@ -114,6 +118,15 @@ class SparIteration:
 
 
 @dataclass
+class JudgeEvaluation:
+    """A refiner judging held-out responses against the oracle: a row of ``tables/judge.csv``."""
+
+    model: str
+    iteration: int
+    metrics: Stage
+
+
+@dataclass
 class Evaluation:
     """One model scored on one benchmark: a row of ``tables/<benchmark>.csv``."""
 
@@ -134,29 +147,24 @@ class Plan:
         self.spar: list[SparIteration] = []
 
         base = self.add(self._base_model_stage())
-        self.models.append((self._base_label(), 0, base))
+        label = self._base_label()
+        self.models.append((label, 0, base))
+        self.judge_evaluations: list[JudgeEvaluation] = []
+        actor = refiner = base  # M_0 and R_0: the base model, or its SFT
+        if config["sft"]["enabled"]:
+            actor, refiner = self._add_sft(base)
+            self.models.append((f"{label}-SFT", 0, actor))
         if config["spar"]["enabled"]:
-            self._add_spar(base)
+            self._add_spar(actor, refiner)
 
         for name, bench in config["eval"]["benchmarks"].items():
             if not bench["enabled"]:
                 continue
             prompts = self.add(self._prompts_stage(name, bench["limit"]))
-            for label, iteration, model in self.models:
-                responses = self.add(
-                    Stage(
-                        "eval_responses",
-                        {
-                            "backend": config["backend"]["name"],
-                            "decoding": {"temperature": 0.0, "top_p": 1.0, "n": 1,
-                                         "max_new_tokens": config["eval"]["max_new_tokens"]},
-                        },
-                        {"model": model, "prompts": prompts},
-                        runtime=self.backend_runtime(),
-                    )
-                )
+            for model_label, iteration, model in self.models:
+                responses = self.add(self._eval_responses(model, prompts))
                 scores = self.add(Stage("ifeval_scores", {}, {"prompts": prompts, "responses": responses}))
-                self.evaluations.append(Evaluation(name, label, iteration, scores))
+                self.evaluations.append(Evaluation(name, model_label, iteration, scores))
 
     # -- construction helpers -------------------------------------------------------------
     def add(self, stage: Stage) -> Stage:
@@ -165,6 +173,19 @@ class Plan:
     def backend_runtime(self) -> dict:
         backend = self.config["backend"]
         return {"batch_size": backend["batch_size"], "max_prompt_tokens": backend["max_prompt_tokens"]}
+
+    def _eval_responses(self, model: Stage, prompts: Stage) -> Stage:
+        """Greedy responses of ``model`` to ``prompts`` (the evaluation decoding)."""
+        return Stage(
+            "eval_responses",
+            {
+                "backend": self.config["backend"]["name"],
+                "decoding": {"temperature": 0.0, "top_p": 1.0, "n": 1,
+                             "max_new_tokens": self.config["eval"]["max_new_tokens"]},
+            },
+            {"model": model, "prompts": prompts},
+            runtime=self.backend_runtime(),
+        )
 
     def _base_label(self) -> str:
         model = self.config["model"]
@@ -188,18 +209,35 @@ class Plan:
         return Stage("prompts", {"origin": origin.fingerprint, "limit": limit}, runtime={"source": source})
 
     def _template(self, path: str, config_key: str) -> tuple[dict, str]:
-        """A template's content fingerprint (hashed) and its resolved path (runtime)."""
-        resolved = sources.template_path(path, config_key)
+        """A file's content fingerprint (hashed) and its resolved path (runtime)."""
+        resolved = sources.local_file(path, config_key)
         return {"sha256": sources.file_sha256(resolved)}, str(resolved)
 
-    def _add_spar(self, base: Stage) -> None:
-        """SPaR iterations: M_{t+1} = DPO(M_t) on refined pairs, R_{t+1} = RFT(R_t); M_0 = R_0 = base."""
+    def _add_sft(self, base: Stage) -> tuple[Stage, Stage]:
+        """M_0 = SFT(base) on ``sft.actor_data``; R_0 = SFT(base) on ``sft.refiner_data``, or M_0
+        itself when that is null (both roles then start from one SFT model)."""
+        sft = self.config["sft"]
+
+        def fine_tune(data_key: str) -> Stage:
+            data, path = self._template(sft[data_key], f"sft.{data_key}")
+            return self.add(Stage("sft_model", {"settings": sft["training"], "data": data,
+                                                "seed": self.config["seed"]},
+                                  {"model": base}, runtime={"data": path}))
+
+        actor = fine_tune("actor_data")
+        return actor, fine_tune("refiner_data") if sft["refiner_data"] else actor
+
+    def _add_spar(self, actor: Stage, refiner: Stage) -> None:
+        """SPaR iterations from M_0 = ``actor`` and R_0 = ``refiner``: M_{t+1} = DPO(M_t) on refined
+        pairs, R_{t+1} = RFT(R_t); each R_t is also scored as a judge on held-out responses."""
         spar = self.config["spar"]
         backend = self.config["backend"]["name"]
         runtime = self.backend_runtime()
         pool = self.add(self._prompt_set("train_prompts", spar["prompt_limit"]))
         judge = dict(spar["judge"])
         judge_template, judge_path = self._template(judge.pop("template"), "spar.judge.template")
+        # the refiner as a judge always judges as the model judge does, whoever judges in training
+        judge_eval = {**judge, "kind": "model", "template": judge_template}
         search = dict(spar["search"])
         refine_template, refine_path = self._template(search.pop("template"), "spar.search.template")
         if judge["kind"] == "verifier":  # the oracle reads no model and no sampling settings
@@ -208,8 +246,22 @@ class Plan:
             judge["template"] = judge_template
         search["template"] = refine_template
         templates = {"judge_template": judge_path, "refine_template": refine_path}
-        actor = refiner = base
         label = self._base_label()
+        base = self.models[0][2]
+        heldout = None
+        if spar["judge_eval"]["enabled"]:  # the base model's greedy answers to the dev prompts
+            heldout_prompts = self.add(self._prompt_set("dev_prompts", spar["judge_eval"]["limit"]))
+            heldout = {"prompts": heldout_prompts,
+                       "responses": self.add(self._eval_responses(base, heldout_prompts))}
+
+        def score_judge(model_label: str, iteration: int, model: Stage) -> None:
+            if heldout is None:
+                return
+            stage = self.add(Stage("judge_eval", {"judge": judge_eval, "backend": backend, "seed": self.config["seed"]},
+                                   {**heldout, "refiner": model}, runtime={**runtime, **templates}))
+            self.judge_evaluations.append(JudgeEvaluation(model_label, iteration, stage))
+
+        score_judge(label if refiner is base else f"{label}-SFT", 0, refiner)
         for t in range(spar["iterations"]):
             samples = self.add(Stage("spar_samples", {"backend": backend, "sampling": spar["sampling"],
                                                       "seed": self.config["seed"]},
@@ -233,6 +285,7 @@ class Plan:
                                      {"model": refiner, "data": data}))
             self.spar.append(SparIteration(t, samples, judged, trees, data, actor, refiner))
             self.models.append((f"{label}-SPaR-DPO", t + 1, actor))
+            score_judge(f"{label}-SPaR-RFT", t + 1, refiner)
 
     # -- lookups used by the Snakefile and the report -------------------------------------
     def stage(self, key: str) -> Stage:
@@ -247,6 +300,7 @@ class Plan:
     def report_inputs(self) -> list[str]:
         """Files the experiment report reads: every score and every SPaR iteration's counts."""
         return ([e.scores.output for e in self.evaluations]
+                + [e.metrics.output for e in self.judge_evaluations]
                 + [path for it in self.spar for path in (it.data.path("counts.json"), it.refiner.output)])
 
     def final_outputs(self) -> list[str]:
@@ -261,6 +315,10 @@ class Plan:
                 {"benchmark": e.benchmark, "model": e.model, "iteration": e.iteration,
                  "scores": e.scores.output}
                 for e in self.evaluations
+            ],
+            "judge_evaluations": [
+                {"model": e.model, "iteration": e.iteration, "metrics": e.metrics.output}
+                for e in self.judge_evaluations
             ],
             "spar_iterations": [
                 {"iteration": it.iteration, "counts": it.data.path("counts.json"),

@@ -109,12 +109,15 @@ def load_prompts(source: str, limit: int | None = None, config_key: str = "data"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def template_path(path: str, config_key: str) -> Path:
-    """A template file: as given (relative to the working directory), else relative to the repository."""
+def local_file(path: str | None, config_key: str) -> Path:
+    """A file named by the config (a prompt template, a dataset): as given (relative to the
+    working directory), else relative to the repository."""
+    if not path:
+        raise SourceError(f"config key '{config_key}': no file given")
     for candidate in (Path(path).expanduser(), REPO_ROOT / path):
         if candidate.is_file():
             return candidate.resolve()
-    raise SourceError(f"config key '{config_key}': {path}: no such template file")
+    raise SourceError(f"config key '{config_key}': {path}: no such file")
 
 
 # -- models ----------------------------------------------------------------------------------

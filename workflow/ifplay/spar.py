@@ -71,6 +71,7 @@ def judgement_counts(judged: list[dict]) -> dict:
         "labelled_no": sum(r["label"] == 0 for r in judged),
         "unlabelled": sum(r["label"] is None for r in judged),
         "ties": sum(bool(r["tie"]) for r in judged),
+        "tie_resampled": sum(r.get("resamples", 0) > 0 for r in judged),
     }
 
 
@@ -86,7 +87,8 @@ def mine_negatives(judged: list[dict], prompts: dict, per_prompt: int = 1, seed:
     for key, negatives in by_prompt.items():
         rng = random.Random(f"{seed}:{key}")
         for record in rng.sample(negatives, min(per_prompt, len(negatives))):
-            judgement = VotedJudgement.from_json({f.name: record[f.name] for f in fields(VotedJudgement)})
+            judgement = VotedJudgement.from_json({f.name: record[f.name] for f in fields(VotedJudgement)
+                                                  if f.name in record})
             roots.append({"key": response_id(record), "prompt": prompts[key], "response": record["response"],
                           "critique": record["critique"] or "", "judgement": judgement})
     return roots
@@ -241,7 +243,7 @@ def pair_statistics(pairs: list[dict]) -> dict:
 
 
 # -- command line (registered by ifplay.cli) ---------------------------------------------------
-def _add_judge_args(p) -> None:
+def add_judge_args(p) -> None:
     p.add_argument("--judge", required=True, choices=["model", "verifier"], help="who judges")
     p.add_argument("--refiner", help="refiner checkpoint (the model judge and the tree search use it)")
     p.add_argument("--judge-template", help="judge prompt template (model judge)")
@@ -249,6 +251,7 @@ def _add_judge_args(p) -> None:
     p.add_argument("--judge-temperature", type=float, default=0.7)
     p.add_argument("--judge-top-p", type=float, default=1.0)
     p.add_argument("--judge-max-new-tokens", type=int, default=2048)
+    p.add_argument("--tie-resamples", type=int, default=3, help="re-draw tied votes up to this many times")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="transformers")
     p.add_argument("--batch-size", type=int, default=16)
@@ -256,7 +259,7 @@ def _add_judge_args(p) -> None:
     p.add_argument("--threads", type=int, default=None)
 
 
-def _refiner_backend(args):
+def refiner_backend(args):
     from ifplay.backends import make_backend
 
     if not args.refiner:
@@ -265,20 +268,21 @@ def _refiner_backend(args):
                         max_prompt_tokens=args.max_prompt_tokens, threads=args.threads)
 
 
-def _make_judge(args, backend):
+def judge_from_args(args, backend):
     from ifplay.judge import make_judge
 
     if args.judge == "verifier":
         return make_judge("verifier")
     return make_judge("model", backend, args.judge_template, votes=args.votes, temperature=args.judge_temperature,
-                      top_p=args.judge_top_p, max_new_tokens=args.judge_max_new_tokens, seed=args.seed)
+                      top_p=args.judge_top_p, max_new_tokens=args.judge_max_new_tokens, seed=args.seed,
+                      tie_resamples=args.tie_resamples)
 
 
 def _cmd_judge(args) -> None:
     import json
 
-    backend = _refiner_backend(args) if args.judge == "model" else None
-    judged = judge_responses(args.prompts, args.responses, args.out, _make_judge(args, backend))
+    backend = refiner_backend(args) if args.judge == "model" else None
+    judged = judge_responses(args.prompts, args.responses, args.out, judge_from_args(args, backend))
     print(json.dumps(judgement_counts(judged)))
 
 
@@ -293,8 +297,8 @@ def _cmd_search(args) -> None:
     judged = read_jsonl(args.judged, required=JUDGED_FIELDS)
     roots = mine_negatives(judged, prompts, args.negatives_per_prompt, args.seed)
     config = SearchConfig(**{f.name: getattr(args, f.name) for f in fields(SearchConfig)})
-    backend = _refiner_backend(args)
-    search = TreeSearch(backend, _make_judge(args, backend), load_template(args.refine_template, "refine"), config)
+    backend = refiner_backend(args)
+    search = TreeSearch(backend, judge_from_args(args, backend), load_template(args.refine_template, "refine"), config)
     results = search_negatives(search, roots, args.out)
     counts = {"negatives": len(roots), **search_counts([r.to_json() for r in results]),
               "refiner_calls": search.backend_calls, "judge_calls": search.judge_calls,
@@ -330,7 +334,7 @@ def add_cli(sub) -> None:
     p.add_argument("--prompts", required=True, help="prompt records JSONL (key, prompt[, instruction ids])")
     p.add_argument("--responses", required=True, help="responses JSONL (key, sample, prompt, response)")
     p.add_argument("--out", required=True, help="judged responses JSONL")
-    _add_judge_args(p)
+    add_judge_args(p)
     p.set_defaults(func=_cmd_judge)
 
     p = sub.add_parser("spar-search", help="SPaR: tree-search refinement of judged negatives (resumable)")
@@ -351,7 +355,7 @@ def add_cli(sub) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="refiner top_p")
     p.add_argument("--max-new-tokens", type=int, default=3072, help="refiner token budget")
     p.add_argument("--output-format", default="markers", choices=["markers", "plain"])
-    _add_judge_args(p)
+    add_judge_args(p)
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("spar-data", help="SPaR: actor DPO pairs, refiner RFT data, counts, interference check")

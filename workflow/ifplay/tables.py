@@ -23,6 +23,21 @@ def ifeval_table(rows: list[dict]) -> pd.DataFrame:
     return table.sort_values(["iteration", "model"], kind="stable").reset_index(drop=True)
 
 
+def judge_table(rows: list[dict]) -> pd.DataFrame:
+    """``rows``: dicts with model, iteration and metrics (a path to a judge_eval metrics.json);
+    counts as integers, accuracy / precision / recall / F1 in percent."""
+    from ifplay.judge_eval import METRIC_COLUMNS
+
+    records = []
+    for row in rows:
+        metrics = read_json(row["metrics"])["metrics"]
+        records.append({"model": row["model"], "iteration": row["iteration"],
+                        **{name: round(100 * metrics[name], 2) if isinstance(metrics[name], float) else metrics[name]
+                           for name in METRIC_COLUMNS}})
+    table = pd.DataFrame.from_records(records, columns=["model", "iteration", *METRIC_COLUMNS])
+    return table.sort_values(["iteration", "model"], kind="stable").reset_index(drop=True)
+
+
 def write_table(table: pd.DataFrame, stem: str | Path) -> tuple[Path, Path]:
     """Write ``stem.csv`` and ``stem.md`` atomically."""
     stem = Path(stem)
@@ -30,7 +45,8 @@ def write_table(table: pd.DataFrame, stem: str | Path) -> tuple[Path, Path]:
     with atomic_path(csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.2f")
     with atomic_path(md) as tmp:
-        tmp.write_text(table.to_markdown(index=False, floatfmt=".2f") + "\n", encoding="utf-8")
+        # object columns: tabulate keeps integer columns integral beside float ones
+        tmp.write_text(table.astype(object).to_markdown(index=False, floatfmt=".2f") + "\n", encoding="utf-8")
     return csv, md
 
 

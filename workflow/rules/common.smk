@@ -15,7 +15,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 PLAN = Plan(config)
 BENCHMARKS = list(dict.fromkeys(e.benchmark for e in PLAN.evaluations))
-TABLES = BENCHMARKS + (["spar_pairs"] if PLAN.spar else [])
+TABLES = BENCHMARKS + (["spar_counts", "spar_pairs"] if PLAN.spar else []) + (["judge"] if PLAN.judge_evaluations else [])
 
 
 wildcard_constraints:
@@ -79,11 +79,11 @@ def judge_args(wildcards):
     judge = stage.config["judge"]
     args = [f"--judge {judge['kind']}", f"--seed {stage.config['seed']}", f"--backend {stage.config['backend']}"]
     if judge["kind"] == "model":
-        if "refiner" in stage.inputs and stage.kind == "spar_judged":
+        if "refiner" in stage.inputs and stage.kind in ("spar_judged", "judge_eval"):
             args.append(f"--refiner {stage.inputs['refiner'].output}")
         args += [f"--judge-template {stage.runtime['judge_template']}", f"--votes {judge['votes']}",
                  f"--judge-temperature {judge['temperature']}", f"--judge-top-p {judge['top_p']}",
-                 f"--judge-max-new-tokens {judge['max_new_tokens']}"]
+                 f"--judge-max-new-tokens {judge['max_new_tokens']}", f"--tie-resamples {judge['tie_resamples']}"]
     return " ".join(args)
 
 

@@ -43,3 +43,32 @@ rule ifeval_scores:
     shell:
         "ifplay score ifeval --data {input.prompts} --responses {input.responses}"
         " --metrics {output.metrics} --per-prompt {output.per_prompt} > {log} 2>&1"
+
+
+rule judge_eval:
+    input:
+        prompts=upstream("prompts"),
+        responses=upstream("responses"),
+        refiner=upstream("refiner"),
+    output:
+        judged=stage_output("judge_eval", "judged.jsonl"),
+        per_item=stage_output("judge_eval", "per_item.jsonl"),
+        metrics=stage_output("judge_eval"),
+    params:
+        judge=judge_args,
+        batch_size=runtime("batch_size"),
+        max_prompt_tokens=runtime("max_prompt_tokens"),
+    log:
+        "logs/judge_eval/{key}.log",
+    benchmark:
+        "logs/judge_eval/{key}.benchmark.tsv"
+    conda:
+        "../../envs/generation.yaml"
+    threads: 8
+    resources:
+        mem_mb=6000,
+    shell:
+        "ifplay judge-eval --prompts {input.prompts} --responses {input.responses} --out {output.judged}"
+        " --per-item {output.per_item} --metrics {output.metrics} {params.judge}"
+        " --batch-size {params.batch_size} --max-prompt-tokens {params.max_prompt_tokens}"
+        " --threads {threads} > {log} 2>&1"

@@ -1,0 +1,24 @@
+# Initial SFT (optional, `sft.enabled`): M_0 and R_0 are the base model fine-tuned on given
+# conversations (SPaR's "-SFT" models); the SPaR iterations then start from them.
+
+
+rule sft_model:
+    input:
+        model=upstream("model"),
+        data=runtime("data"),
+    output:
+        checkpoint=directory(stage_output("sft_model")),
+    params:
+        settings=training_settings,
+    log:
+        "logs/sft_model/{key}.log",
+    benchmark:
+        "logs/sft_model/{key}.benchmark.tsv"
+    conda:
+        "../../envs/training.yaml"
+    threads: 8
+    resources:
+        mem_mb=12000,
+    shell:
+        "ifplay train-sft --model {input.model} --data {input.data} --out {output.checkpoint}"
+        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
