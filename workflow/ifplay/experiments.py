@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from ifplay.config import flatten
 from ifplay.plan import Plan, experiment_dir
-from ifplay.records import RecordError, read_json, write_json
+from ifplay.records import RecordError, atomic_path, read_json, write_json
 from ifplay.tables import ifeval_table, judge_table, read_table, write_table
 
 
@@ -42,18 +43,35 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
         tables["spar_counts"] = str(csv.relative_to(out))
         csv, _ = write_table(pd.DataFrame.from_records(interference), out / "tables" / "spar_pairs")
         tables["spar_pairs"] = str(csv.relative_to(out))
+    figures = {name: str(copy_training_curves(stage.output, out / "figures" / f"{name}.png", name).relative_to(out))
+               for name, stage in plan.training_runs().items()}
     manifest = {
         "experiment": config["experiment"],
         "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "ifplay_version": importlib.metadata.version("ifplay"),
         **{k: v for k, v in plan.manifest().items() if k != "experiment"},
         "tables": tables,
+        "figures": figures,
         "spar_counts": spar_counts,
     }
     for stage in manifest["stages"]:
         stage["done"] = Path(stage["output"]).exists()
     write_json(out / "manifest.json", manifest)
     return manifest
+
+
+def copy_training_curves(checkpoint: str, dest: Path, name: str) -> Path:
+    """The training curves of a checkpoint, copied for the report; a checkpoint that kept its input
+    model (no training examples) gets an empty figure that says so."""
+    source = Path(checkpoint) / "training_curves.png"
+    with atomic_path(dest) as tmp:
+        if source.is_file():
+            shutil.copyfile(source, tmp)
+        else:
+            from ifplay.training import plot_training_curves
+
+            plot_training_curves([], tmp, "sft", f"{name}: not trained (no examples)")
+    return dest
 
 
 def spar_summary(spar_counts: list[dict]) -> pd.DataFrame:

@@ -150,6 +150,7 @@ class Plan:
         label = self._base_label()
         self.models.append((label, 0, base))
         self.judge_evaluations: list[JudgeEvaluation] = []
+        self.sft: dict[str, Stage] = {}  # "actor" (M_0) and "refiner" (R_0) when they are SFT models
         actor = refiner = base  # M_0 and R_0: the base model, or its SFT
         if config["sft"]["enabled"]:
             actor, refiner = self._add_sft(base)
@@ -225,7 +226,9 @@ class Plan:
                                   {"model": base}, runtime={"data": path}))
 
         actor = fine_tune("actor_data")
-        return actor, fine_tune("refiner_data") if sft["refiner_data"] else actor
+        refiner = fine_tune("refiner_data") if sft["refiner_data"] else actor
+        self.sft = {"actor": actor, "refiner": refiner}
+        return actor, refiner
 
     def _add_spar(self, actor: Stage, refiner: Stage) -> None:
         """SPaR iterations from M_0 = ``actor`` and R_0 = ``refiner``: M_{t+1} = DPO(M_t) on refined
@@ -298,10 +301,21 @@ class Plan:
             ) from None
 
     def report_inputs(self) -> list[str]:
-        """Files the experiment report reads: every score and every SPaR iteration's counts."""
+        """Files the experiment report reads: scores, judge scores, SPaR counts, trained checkpoints."""
         return ([e.scores.output for e in self.evaluations]
                 + [e.metrics.output for e in self.judge_evaluations]
-                + [path for it in self.spar for path in (it.data.path("counts.json"), it.refiner.output)])
+                + [it.data.path("counts.json") for it in self.spar]
+                + [stage.output for stage in self.training_runs().values()])
+
+    def training_runs(self) -> dict[str, Stage]:
+        """Every training stage by figure name (``figures/<name>.png`` in the experiment's report)."""
+        runs = {f"sft_{role}": stage for role, stage in self.sft.items()}
+        if self.sft and self.sft["refiner"] is self.sft["actor"]:
+            runs = {"sft": self.sft["actor"]}
+        for it in self.spar:
+            runs[f"actor_dpo_iter{it.iteration + 1}"] = it.actor
+            runs[f"refiner_rft_iter{it.iteration + 1}"] = it.refiner
+        return runs
 
     def final_outputs(self) -> list[str]:
         return [f"{RESULTS}/experiments/{self.config['experiment']}/manifest.json"]

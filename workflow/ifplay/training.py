@@ -327,7 +327,7 @@ def plot_training_curves(rows: list[dict], path: Path, kind: str, title: str) ->
             ax.axhline(0.0, color="grey", linewidth=0.8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 

@@ -15,6 +15,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 PLAN = Plan(config)
 BENCHMARKS = list(dict.fromkeys(e.benchmark for e in PLAN.evaluations))
+FIGURES = list(PLAN.training_runs())
 TABLES = BENCHMARKS + (["spar_counts", "spar_pairs"] if PLAN.spar else []) + (["judge"] if PLAN.judge_evaluations else [])
 
 

@@ -8,6 +8,11 @@ rule experiment_report:
             caption="../report/tables.rst",
             category="Tables",
         ),
+        figures=report(
+            expand("results/experiments/{{experiment}}/figures/{figure}.png", figure=FIGURES),
+            caption="../report/training_curves.rst",
+            category="Training curves",
+        ),
     params:
         config=json.dumps(config, sort_keys=True),
         out_dir="results/experiments/{experiment}",
