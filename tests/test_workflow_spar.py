@@ -28,7 +28,10 @@ def workdir(tmp_path_factory, smollm2, ifeval_data):
             "judge": {"kind": "verifier", "votes": 2, "max_new_tokens": 32},
             "search": {"branch": 2, "select": 1, "max_depth": 2, "budget": 4, "max_new_tokens": 32,
                        "output_format": "plain"},
-            "judge_eval": {"limit": 2},  # the dev evaluation's two responses: shared with it
+            "judge_eval": {"limit": 2},
+            # the release's caps (the CPU default caps each judgement kind at 6)
+            "rft_mix": {"refinements": 4000, "tree_judgements_positive": 1500, "tree_judgements_negative": 1000,
+                        "sample_judgements_yes": 2500, "sample_judgements_no": 500, "total": 9500},  # the dev evaluation's two responses: shared with it
             "actor_dpo": {"max_steps": 1, "max_length": 160},
             "refiner_rft": {"max_steps": 1, "max_length": 256},
         },
