@@ -115,10 +115,11 @@ def test_no_state_leaks_between_calls():
     patchers = [
         "count = 0\ndef evaluate(response):\n    global count\n    count += 1\n    return count == 1",
         code("__builtins__['len'] = lambda x: 0\nreturn len('abc') == 0"),
-        code("import re, math\nre.match = lambda *a: None\nmath.pi = 3\nreturn math.pi == 3"),
+        code("import re, math\ntry:\n    re.match = lambda *a: None\nexcept BaseException:\n    pass\nreturn True"),
         code("from collections import Counter\nCounter.most_common = lambda self, n=None: []\nreturn True"),
         code("import textwrap\ntextwrap.TextWrapper.unicode_whitespace_trans[ord('x')] = ord('y')\nreturn True"),
-        code("import functools, string\nfunctools.update_wrapper(string, len)\nreturn True"),
+        code("import functools, textwrap\nfunctools.update_wrapper(textwrap.dedent, len)\n"
+             "return textwrap.dedent.__name__ == 'len'"),
         code("import random\nrandom.seed(1)\nreturn True"),
         code("import textwrap\nsetattr(textwrap.dedent, 'x', 1)\nreturn True"),
     ]
@@ -127,7 +128,8 @@ def test_no_state_leaks_between_calls():
         "state = [len('abc') == 3, re.match('a', 'a') is not None, math.pi > 3.14,\n"
         "         Counter('aab').most_common(1) == [('a', 2)], '__wrapped__' not in dir(string),\n"
         "         textwrap.TextWrapper.unicode_whitespace_trans.get(ord('x')) is None,\n"
-        "         not hasattr(textwrap.dedent, 'x'), FIRST == %r]\n"
+        "         not hasattr(textwrap.dedent, 'x'), FIRST == %r, textwrap.dedent.__name__ == 'dedent',\n"
+        "         '__wrapped__' not in dir(textwrap.dedent)]\n"
         "return all(state)" % random.Random(RANDOM_SEED).random(),
         head="import random\nFIRST = random.random()")  # every call starts from the same random state
     with Sandbox(workers=1, call_timeout=TIMEOUT) as sandbox:
@@ -137,7 +139,8 @@ def test_no_state_leaks_between_calls():
         results = {r.id: outcome(r) for r in sandbox.run(items)}
     assert all(results[f"c{i}"] is True for i in range(3)), results
     assert all(results[f"again{i}"] is True for i in range(3)), results  # fresh globals every call
-    assert all(results[f"p{i}"] is True for i in range(len(patchers))), results
+    assert results["p2"] == "forbidden"  # allowed modules are read-only
+    assert all(results[f"p{i}"] is True for i in (0, 1, 3, 4, 5, 6, 7)), results
 
 
 def test_worker_reports_every_isolation_layer(box):
@@ -269,7 +272,8 @@ def hostile_corpus(c: dict) -> list[tuple[str, str, set]]:
                                        "return False"), {False}),
         ("patched builtins", code("__builtins__['len'] = lambda x: 0\n__builtins__['isinstance'] = None\n"
                                   "return len('abc') == 0"), {True}),  # only its own copy
-        ("patched module", code("import re\nre.match = lambda *a: True\nre.search = None\nreturn True"), {True}),
+        ("patched module", code("import re\nre.match = lambda *a: True\nreturn True"), {"forbidden"}),
+        ("patched class", code("from collections import Counter\nCounter.most_common = None\nreturn True"), {True}),
         ("import builtins", code("import builtins\nbuiltins.len = None\nreturn True"), {"forbidden"}),
         ("subclasses escape", code("return [c for c in ().__class__.__base__.__subclasses__()] != []"),
          {"forbidden"}),

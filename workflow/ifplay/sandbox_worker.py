@@ -74,7 +74,8 @@ BLOCKED_ATTRIBUTES = frozenset({
 })
 
 #: Names whose use means a call may change shared state (restored after the call).
-MUTATING_NAMES = frozenset({"setattr", "delattr", "exec", "eval", "update_wrapper", "wraps", "__init__"})
+MUTATING_NAMES = frozenset({"setattr", "delattr", "exec", "eval", "vars", "update_wrapper", "wraps",
+                            "total_ordering", "singledispatch", "singledispatchmethod", "__init__"})
 
 #: Result codes on the wire, worker -> parent.
 CODES = {"1": True, "0": False, "t": "timeout", "m": "memory", "f": "forbidden", "i": "invalid-return",
@@ -114,7 +115,9 @@ def check_tree(tree: ast.AST) -> bool:
             if node.level:
                 raise PolicyError(f"relative import (line {node.lineno})")
             for alias in node.names:
-                if alias.name != "*" and blocked_attribute(alias.name):
+                if alias.name == "*" or alias.name in MUTATING_NAMES:
+                    mutates = True
+                elif blocked_attribute(alias.name):
                     raise PolicyError(f"import of name {alias.name!r} (line {node.lineno})")
         elif isinstance(node, ast.MatchClass):
             for attr in node.kwd_attrs:
@@ -158,8 +161,10 @@ SAFE_BUILTINS: dict = {}
 _WATCH_DICTS: list = []      # (dict, snapshot): facades, function and instance __dict__s
 _WATCH_CLASSES: list = []    # (class, snapshot of its __dict__)
 _WATCH_CONTAINERS: list = []  # (container, snapshot): mutable containers held by classes, always checked
-_FACADE_DICTS: list = []
-_FACADE_SIZES: list = []
+_WATCH_SLOTS: list = []      # (function or class, attribute names, values) kept outside __dict__
+_FUNCTION_SLOTS = ("__name__", "__qualname__", "__doc__", "__module__", "__defaults__", "__kwdefaults__",
+                   "__annotations__")
+_CLASS_SLOTS = ("__name__", "__qualname__")
 _RANDOM = None
 
 
@@ -241,6 +246,7 @@ def _vars(*args):
         return frame.f_locals if _is_verifier_frame(frame) else {}
     if len(args) != 1:
         raise TypeError(f"vars expected at most 1 argument, got {len(args)}")
+    STATE.dirty = True  # the copy holds e.g. functools.update_wrapper
     return {k: v for k, v in vars(args[0]).items() if not (isinstance(k, str) and blocked_attribute(str.__str__(k)))}
 
 
@@ -343,12 +349,23 @@ def _mutable_class(value) -> bool:
 _CONTAINER_TYPES = (list, dict, set, bytearray)
 
 
+class _Facade(types.ModuleType):
+    """An allowed module as a verifier sees it: its public names, read-only."""
+
+    def __setattr__(self, name, value):
+        _policy(f"assignment to module attribute {name!r}")
+
+    def __delattr__(self, name):
+        _policy(f"deletion of module attribute {name!r}")
+
+
 def _build_facades(modules) -> None:
     global _RANDOM
     import operator
     import random
     import string
 
+    _set = types.ModuleType.__setattr__  # facades refuse the verifier's setattr, not ours
     string.Formatter.get_field = _safe_get_field
     _RANDOM = random._inst
     allowed = set(modules)
@@ -357,8 +374,9 @@ def _build_facades(modules) -> None:
             raise ValueError(f"allowed module {name!r} needs its parent package allowed too")
     for name in modules:
         real = sys.modules[name]
-        facade = types.ModuleType(name, getattr(real, "__doc__", None))
-        facade.__loader__ = facade.__spec__ = None
+        facade = _Facade(name, getattr(real, "__doc__", None))
+        _set(facade, "__loader__", None)
+        _set(facade, "__spec__", None)
         for key, value in vars(real).items():
             if key.startswith("_"):
                 continue
@@ -366,16 +384,16 @@ def _build_facades(modules) -> None:
                 continue
             if isinstance(value, types.ModuleType) or type(value) in _CONTAINER_TYPES:
                 continue  # sub-modules are linked below; module-level containers would leak state
-            setattr(facade, key, value)
+            _set(facade, key, value)
         FACADES[name] = facade
     if "operator" in FACADES:
-        FACADES["operator"].attrgetter = _safe_attrgetter
-        FACADES["operator"].methodcaller = _safe_methodcaller
+        _set(FACADES["operator"], "attrgetter", _safe_attrgetter)
+        _set(FACADES["operator"], "methodcaller", _safe_methodcaller)
     for name in modules:  # link allowed sub-modules and module attributes to their facades
         real = sys.modules[name]
         for key, value in vars(real).items():
             if isinstance(value, types.ModuleType) and not key.startswith("_") and value.__name__ in FACADES:
-                setattr(FACADES[name], key, FACADES[value.__name__])
+                _set(FACADES[name], key, FACADES[value.__name__])
     # Which facades reach random's shared generator (through attributes)?
     if "random" in FACADES:
         changed = True
@@ -417,12 +435,15 @@ def _build_watch_lists() -> None:
         if type(d) is dict and id(d) not in seen:
             seen.add(id(d))
             _WATCH_DICTS.append((d, _snapshot(d)))
+            if isinstance(obj, types.FunctionType):
+                _WATCH_SLOTS.append((obj, _FUNCTION_SLOTS, tuple(getattr(obj, a) for a in _FUNCTION_SLOTS)))
 
     def watch_class(cls):
         if id(cls) in seen or not _mutable_class(cls):
             return
         seen.add(id(cls))
         _WATCH_CLASSES.append((cls, (tuple(cls.__dict__.keys()), tuple(cls.__dict__.values()))))
+        _WATCH_SLOTS.append((cls, _CLASS_SLOTS, tuple(getattr(cls, a) for a in _CLASS_SLOTS)))
         for key, value in list(cls.__dict__.items()):
             if isinstance(value, (classmethod, staticmethod)):
                 value = value.__func__
@@ -436,10 +457,7 @@ def _build_watch_lists() -> None:
                 watch_class(value)
 
     for facade in FACADES.values():
-        d = vars(facade)
-        _WATCH_DICTS.append((d, _snapshot(d)))
-        _FACADE_DICTS.append(d)
-        _FACADE_SIZES.append(len(d))
+        d = vars(facade)  # read-only (see _Facade): nothing to watch
         seen.add(id(d))
         for value in list(d.values()):
             if isinstance(value, types.ModuleType):
@@ -511,14 +529,12 @@ def _all_unchanged() -> bool:
 def _restore(full: bool) -> None:
     """Undo changes to shared objects (called with the call's timer still armed).
 
-    Always (cheap): the mutable containers held by allowed classes, and the facades' sizes. When the
-    call may have assigned attributes (``full``) or a facade changed size: every watched dict and class.
+    Always (cheap): the mutable containers held by allowed classes under public names. When the call
+    may have assigned attributes (``full``): every watched dict and class. (Facades are read-only.)
     """
     for container, snapshot in _WATCH_CONTAINERS:
         if not _unchanged(container, snapshot):
             _put_back(container, snapshot)
-    if not full and list(map(len, _FACADE_DICTS)) != _FACADE_SIZES:
-        full = True
     if full and not _all_unchanged():
         for d, snapshot in _WATCH_DICTS:
             if not _unchanged(d, snapshot):
@@ -534,6 +550,12 @@ def _restore(full: bool) -> None:
             for key, value in snapshot.items():
                 if current.get(key, _MISSING) is not value:
                     type.__setattr__(cls, key, value)
+        # Names and defaults live outside __dict__; functools.update_wrapper (which always adds
+        # __wrapped__ to a __dict__, so this branch runs) may have changed them.
+        for obj, names, values in _WATCH_SLOTS:
+            for name, value in zip(names, values):
+                if getattr(obj, name) is not value:
+                    (type.__setattr__ if isinstance(obj, type) else object.__setattr__)(obj, name, value)
     if STATE.reseed and _RANDOM is not None:
         _RANDOM.seed(RANDOM_SEED)
 
