@@ -144,6 +144,7 @@ class _Worker:
         self.progress = (0, 0)
         self.progress_since = 0.0
         self.layers: dict = {}
+        self.problems: dict = {}
         self.alive = True
 
     # -- framing --
@@ -195,6 +196,7 @@ class _Worker:
                     raise SandboxError(f"sandbox worker failed to start: {obj['error']}")
                 if obj.get("ready") is True:
                     self.layers = obj.get("layers", {})
+                    self.problems = obj.get("problems", {})
                     self._drop_jail()
                     return
                 raise SandboxError(f"sandbox worker sent an unexpected first frame: {obj}")
@@ -299,6 +301,7 @@ class Sandbox:
         # The worker's own timer handles ordinary timeouts; the parent's watchdog is the backstop.
         self.grace = float(grace) if grace is not None else max(1.0, 0.5 * self.call_timeout)
         self._slots: list[_Worker | None] = []
+        self._warned = False
         self._code_ids: dict[str, int] = {}
         self.stats = {"calls": 0, "worker_starts": 0, "worker_kills": 0, "worker_deaths": 0}
         if self.strict and os.geteuid() != 0:
@@ -340,10 +343,15 @@ class Sandbox:
 
     def _check_layers(self, worker: _Worker) -> None:
         missing = sorted(k for k, v in worker.layers.items() if not v)
-        if missing and self.strict:
-            raise SandboxError(f"sandbox isolation layer(s) not in force: {', '.join(missing)}")
-        if missing:
-            log.warning("sandbox running without %s (strict=False)", ", ".join(missing))
+        if not missing:
+            return
+        detail = ", ".join(f"{k} ({worker.problems[k]})" if k in worker.problems else k for k in missing)
+        if self.strict:
+            raise SandboxError(f"sandbox isolation layer(s) not in force: {detail}; the sandbox needs root "
+                               "with CAP_SYS_ADMIN (or strict=False to run without them)")
+        if not self._warned:
+            log.warning("sandbox running without %s (strict=False)", detail)
+            self._warned = True
 
     @property
     def layers(self) -> dict:

@@ -566,56 +566,80 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _lock_down(cfg: dict) -> dict:
-    """Namespaces, chroot, environment, rlimits, privileges. Returns which layers are in force."""
+def _lock_down(cfg: dict) -> tuple[dict, dict]:
+    """Namespaces, chroot, environment, rlimits, privileges.
+
+    Returns which layers are in force and why any is not; the parent refuses to use a worker that
+    lacks one unless the sandbox was made with ``strict=False``.
+    """
     import resource
 
-    layers = {}
+    layers, problems = {}, {}
+
+    def layer(name, step):
+        try:
+            layers[name] = bool(step())
+        except OSError as err:
+            layers[name], problems[name] = False, f"{err.strerror or err} (errno {err.errno})"
+
     root = os.geteuid() == 0
     libc = _libc()
-    if root:
+
+    def unshare():
         flags = 0x40000000 | 0x08000000  # CLONE_NEWNET | CLONE_NEWIPC
         if hasattr(os, "unshare"):
             os.unshare(flags)
         elif libc.unshare(flags) != 0:
-            raise OSError(_errno(), f"unshare(CLONE_NEWNET|CLONE_NEWIPC): {os.strerror(_errno())}")
-        layers["network_namespace"] = True
+            raise OSError(_errno(), os.strerror(_errno()))
+        return True
+
+    def chroot():
         os.chroot(cfg["jail"])
         os.chdir("/")
-        layers["chroot"] = True
-    else:
-        layers["network_namespace"] = layers["chroot"] = False
-    os.environ.clear()
-    layers["environment_cleared"] = not os.environ
-    limits = cfg["limits"]
-    memory = limits["memory_bytes"]
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    cpu = limits["cpu_seconds"]
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limits["open_files"], limits["open_files"]))
-    resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
-    resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    if root:
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
-    layers["rlimits"] = True
-    PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG = 38, 1
-    layers["no_new_privileges"] = libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-    if root:
+        return True
+
+    def rlimits():
+        limits = cfg["limits"]
+        memory, cpu, files = limits["memory_bytes"], limits["cpu_seconds"], limits["open_files"]
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
+        resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+        if root:  # for other users it would count all their processes
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
+        return True
+
+    def drop_privileges():
         uid, gid = cfg["uid"], cfg["gid"]
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
-        layers["unprivileged_user"] = os.getresuid() == (uid, uid, uid) and os.getgroups() == []
+        return os.getresuid() == (uid, uid, uid) and os.getresgid() == (gid, gid, gid) and not os.getgroups()
+
+    if root:
+        layer("network_namespace", unshare)
+        layer("chroot", chroot)
     else:
-        layers["unprivileged_user"] = False
+        layers["network_namespace"] = layers["chroot"] = False
+        problems["network_namespace"] = problems["chroot"] = "not root"
+    os.environ.clear()
+    layers["environment_cleared"] = not os.environ
+    layer("rlimits", rlimits)
+    PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG = 38, 1
+    layers["no_new_privileges"] = libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+    if root:
+        layer("unprivileged_user", drop_privileges)
+    else:
+        layers["unprivileged_user"], problems["unprivileged_user"] = False, "not root"
     # The parent-death signal is cleared by credential changes, so it is set last.
     layers["dies_with_parent"] = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
     if os.getppid() != cfg["parent_pid"]:
         os._exit(0)
-    return layers
+    return layers, problems
 
 
 def _errno() -> int:
@@ -842,7 +866,7 @@ def main() -> None:
         os.close(devnull)
         sys.stdout = sys.stderr = _NullWriter()
         sys.stdin = None
-        layers = _lock_down(cfg)
+        layers, problems = _lock_down(cfg)
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if _RANDOM is not None:
@@ -855,7 +879,7 @@ def main() -> None:
             send(rep_fd, {"error": f"{type(exc).__name__}: {exc}"})
         finally:
             os._exit(3)
-    send(rep_fd, {"ready": True, "layers": layers, "facades": len(FACADES),
+    send(rep_fd, {"ready": True, "layers": layers, "problems": problems, "facades": len(FACADES),
                   "watched": len(_WATCH_DICTS) + len(_WATCH_CLASSES) + len(_WATCH_CONTAINERS)})
     serve(cfg, 3, 4, shm)
 
