@@ -244,7 +244,7 @@ def hostile_corpus(c: dict) -> list[tuple[str, str, set]]:
                                     "    except BaseException:\n        pass"), {"timeout"}),
         ("fork bomb", code("import os\nwhile True:\n    os.fork()"), {"forbidden"}),
         ("thread bomb", code("import threading\nwhile True:\n    threading.Thread(target=min).start()"), {"forbidden"}),
-        ("memory bomb", code("chunks = []\nwhile True:\n    chunks.append(bytearray(10 ** 7))"), {"memory"}),
+        ("memory bomb", code("chunks = []\nwhile True:\n    chunks.append(bytes(10 ** 8))"), {"memory"}),
         ("memory bomb at once", code("return len([0] * 10 ** 10) > 0"), {"memory"}),
         ("deep recursion", code("return f(1)", head="def f(n):\n    return f(n + 1) + 1"),
          {"exception:RecursionError"}),
@@ -265,7 +265,7 @@ def hostile_corpus(c: dict) -> list[tuple[str, str, set]]:
          {"forbidden"}),
         ("os._exit", code("import os\nos._exit(0)"), {"forbidden"}),
         ("ctypes segfault", code("import ctypes\nctypes.string_at(0)\nreturn True"), {"forbidden"}),
-        ("huge prints", code("print('x' * 10 ** 8)\nfor _ in range(10 ** 5):\n    print('spam')\nreturn False"),
+        ("huge prints", code("print('x' * 10 ** 7)\nfor _ in range(10 ** 4):\n    print('spam')\nreturn False"),
          {False}),
         ("forged protocol lines", code("for n in range(1000):\n"
                                        "    print('\\x00\\x00\\x00\\x0c{\"codes\":\"1\"}' * 50, flush=True)\n"
@@ -398,7 +398,7 @@ def os_layer_corpus(c: dict) -> list[tuple[str, str, set]]:
                                         "        os.write(fd, b'\\x00\\x00\\x00\\x02{}')\n    except OSError:\n"
                                         "        pass\nreturn True"), {"forbidden"}),
         ("forged stdout", code("import os\nos.write(1, b'\\x00\\x00\\x00\\x02{}' * 1000)\nreturn False"), {False}),
-        ("memory bomb", code("chunks = []\nwhile True:\n    chunks.append(bytearray(10 ** 7))"), {"memory"}),
+        ("memory bomb", code("chunks = []\nwhile True:\n    chunks.append(bytes(10 ** 8))"), {"memory"}),
     ]
 
 
