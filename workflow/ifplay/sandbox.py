@@ -275,6 +275,7 @@ class Sandbox:
     cpu_seconds:  CPU-time limit per worker (``RLIMIT_CPU``); a worker retires and is replaced
                   after using half of it.
     processes:    ``RLIMIT_NPROC`` of the worker's uid: 1 means no new processes or threads.
+    batch_size:   calls sent to a worker at a time (fewer for short runs, to spread them).
     modules:      modules verifiers may import (standard library; see ``DEFAULT_MODULES``).
     guard:        the Python-level policy (restricted builtins, imports, attributes, state
                   restoration). ``guard=False`` leaves only the operating-system layer, with real
@@ -284,7 +285,7 @@ class Sandbox:
     """
 
     def __init__(self, workers: int | None = None, call_timeout: float = 2.0, memory_mb: int = 512,
-                 cpu_seconds: int = 600, processes: int = 1, batch_size: int = 128,
+                 cpu_seconds: int = 600, processes: int = 1, batch_size: int = 512,
                  modules: Iterable[str] = DEFAULT_MODULES, guard: bool = True, strict: bool = True,
                  grace: float | None = None):
         if call_timeout <= 0 or memory_mb < 64 or cpu_seconds < 1 or processes < 1 or batch_size < 1:
@@ -395,7 +396,9 @@ class Sandbox:
                     worker.known.add(-1)  # forces a cache reset with the next batch
         cids = [self._code_ids.setdefault(code, len(self._code_ids)) for _, code, _ in items]
         order = sorted(range(len(items)), key=cids.__getitem__)
-        queue = deque(order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size))
+        # Batches of batch_size, smaller for short runs so that every worker gets several.
+        size = max(1, min(self.batch_size, -(-len(items) // (4 * self.workers))))
+        queue = deque(order[i:i + size] for i in range(0, len(order), size))
         run = _Run(self, items, cids, queue, progress)
         return run.execute()
 
@@ -686,5 +689,5 @@ def add_cli(sub) -> None:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--timeout", type=float, default=2.0, help="wall-clock seconds per call")
     p.add_argument("--memory-mb", type=int, default=512, help="address-space limit per worker")
-    p.add_argument("--batch-size", type=int, default=128, help="calls sent to a worker at a time")
+    p.add_argument("--batch-size", type=int, default=512, help="calls sent to a worker at a time (at most)")
     p.set_defaults(func=_cmd_verify)
