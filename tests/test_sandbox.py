@@ -143,6 +143,28 @@ def test_no_state_leaks_between_calls():
     assert all(results[f"p{i}"] is True for i in (0, 1, 3, 4, 5, 6, 7)), results
 
 
+def test_an_interrupted_run_leaves_the_sandbox_usable(monkeypatch):
+    from ifplay import sandbox as module
+
+    accept = module._Run._accept
+    calls = []
+
+    def interrupt_once(self, worker, obj):
+        if not calls:
+            calls.append(1)
+            raise KeyboardInterrupt
+        return accept(self, worker, obj)
+
+    source = code("return response == 'a'")
+    with Sandbox(workers=2, call_timeout=TIMEOUT, batch_size=3) as sandbox:
+        monkeypatch.setattr(module._Run, "_accept", interrupt_once)
+        with pytest.raises(KeyboardInterrupt):
+            sandbox.run([(i, source, "a") for i in range(30)])  # all True
+        results = sandbox.run([(i, source, "b") for i in range(30)])  # no stale reply may leak in
+        assert sandbox.stats["worker_kills"] == 0  # no worker left waiting for a lost batch
+    assert [r.result for r in results] == [False] * 30
+
+
 def test_worker_reports_every_isolation_layer(box):
     assert box.layers == {"network_namespace": True, "chroot": True, "environment_cleared": True, "rlimits": True,
                           "no_new_privileges": True, "unprivileged_user": True, "dies_with_parent": True}

@@ -120,6 +120,7 @@ class _Worker:
         os.ftruncate(shm_fd, _PROGRESS.size)
         self.shm = mmap.mmap(shm_fd, _PROGRESS.size)
         self.stderr = tempfile.TemporaryFile()
+        self.alive = False
         cfg = {
             "req_fd": req_r, "rep_fd": rep_w, "shm_fd": shm_fd, "jail": self.jail, "uid": self.uid,
             "gid": self.uid, "parent_pid": os.getpid(), "modules": list(box.modules), "guard": box.guard,
@@ -132,9 +133,17 @@ class _Worker:
                 [sys.executable, "-I", "-S", str(WORKER_PATH), json.dumps(cfg)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr, env={},
                 cwd="/", pass_fds=(req_r, rep_w, shm_fd), close_fds=True, start_new_session=True)
+        except OSError as err:
+            for fd in (self.req_w, self.rep_r):
+                os.close(fd)
+            self.shm.close()
+            self.stderr.close()
+            self._drop_jail()
+            raise SandboxError(f"cannot start a sandbox worker: {err}") from err
         finally:
             for fd in (req_r, rep_w, shm_fd):
                 os.close(fd)
+        self.alive = True
         os.set_blocking(self.rep_r, False)
         self.buf = bytearray()
         self.known: set[int] = set()   # code ids this worker has been sent
@@ -145,7 +154,6 @@ class _Worker:
         self.progress_since = 0.0
         self.layers: dict = {}
         self.problems: dict = {}
-        self.alive = True
 
     # -- framing --
     def read_frame(self) -> tuple[str, Any]:
@@ -436,6 +444,10 @@ class _Run:
             selector.close()
             if self.bar is not None:
                 self.bar.close()
+            for worker in list(box._slots):  # interrupted (e.g. Ctrl-C): drop workers mid-batch
+                if worker is not None and worker.batch is not None:
+                    worker.batch = None
+                    self._replace(worker, died=False)
         box.stats["calls"] += len(self.items)
         assert all(r is not None for r in self.results)
         return self.results  # type: ignore[return-value]
