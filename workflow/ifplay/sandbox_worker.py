@@ -84,7 +84,6 @@ CODES = {"1": True, "0": False, "t": "timeout", "m": "memory", "f": "forbidden",
 RANDOM_SEED = 20240613
 FRAME = struct.Struct("<I")
 PROGRESS = struct.Struct("<QQ")  # (batch nonce, index of the call in progress) in shared memory
-MAX_FRAME = 1 << 30
 
 
 def blocked_attribute(name: str) -> bool:
@@ -361,7 +360,6 @@ class _Facade(types.ModuleType):
 
 def _build_facades(modules) -> None:
     global _RANDOM
-    import operator
     import random
     import string
 
@@ -405,7 +403,6 @@ def _build_facades(modules) -> None:
                         isinstance(v, types.ModuleType) and v.__name__ in REACHES_RANDOM for v in vars(facade).values()):
                     REACHES_RANDOM.add(name)
                     changed = True
-    _ = operator
 
 
 def _build_builtins(guard: bool) -> None:
