@@ -439,7 +439,7 @@ def test_workers_die_with_the_parent(tmp_path):
     proc = run(["python", "-c", script])
     pids = [int(p) for p in proc.stdout.split()]
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.05)
     assert not any(_alive(p) for p in pids)
 
