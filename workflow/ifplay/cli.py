@@ -161,11 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_diff)
 
-    from ifplay import judge_eval, spar, training
+    from ifplay import judge_eval, sandbox, spar, training
 
     spar.add_cli(sub)
     judge_eval.add_cli(sub)
     training.add_cli(sub)
+    sandbox.add_cli(sub)
 
     p = sub.add_parser("plan", help="list the stages (kind, key, config) a configuration runs")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays on config/default.yaml")
@@ -176,13 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from ifplay.config import ConfigError
     from ifplay.ifeval import ScoringError
+    from ifplay.sandbox import SandboxError
     from ifplay.sources import SourceError
 
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
         args.func(args)
-    except (RecordError, ConfigError, SourceError, ScoringError) as err:
+    except (RecordError, ConfigError, SourceError, ScoringError, SandboxError) as err:
         print(f"ifplay {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0
