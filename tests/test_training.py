@@ -285,6 +285,13 @@ def test_malformed_data_names_file_and_line(smollm2, tmp_path):
         training.train_dpo(str(smollm2), str(same), str(tmp_path / "o"), {})
 
 
+def test_every_example_too_long_is_a_named_error(smollm2, tmp_path):
+    data = write_jsonl(tmp_path / "long.jsonl", conversations()[:2])
+    with pytest.raises(RecordError, match=f"{data}: all 2 examples are longer than max_length=16"):
+        training.train_sft(str(smollm2), str(data), str(tmp_path / "o"), {"max_length": 16})
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_registers_both_subcommands():
     parser = argparse.ArgumentParser(prog="ifplay")
     training.add_cli(parser.add_subparsers(dest="command", required=True))

@@ -428,6 +428,14 @@ def make_dpo_trainer(model: str, pairs: list[dict], settings: dict, output_dir: 
     )
 
 
+def _check_not_all_dropped(data: str, summary: dict, settings: dict) -> None:
+    """TRL drops examples longer than ``max_length``; training on none of them is a config error."""
+    if summary["num_examples"] == 0 and summary["dropped_too_long"] > 0:
+        raise RecordError(f"{data}: all {summary['dropped_too_long']} examples are longer than max_length="
+                          f"{settings['max_length']} tokens and were dropped; raise max_length in the training "
+                          "settings (e.g. spar.actor_dpo.max_length / spar.refiner_rft.max_length)")
+
+
 def train_dpo(model: str, data: str, out: str, settings: dict, ref_model: str | None = None,
               threads: int | None = None) -> dict:
     """DPO-train ``model`` on the preference pairs in ``data``; write a checkpoint directory to ``out``.
@@ -451,6 +459,7 @@ def train_dpo(model: str, data: str, out: str, settings: dict, ref_model: str | 
     }
     log.info("DPO on %d pairs (%d identical dropped, %d too long) -> %s", summary["num_examples"], identical,
              summary["dropped_too_long"], out)
+    _check_not_all_dropped(data, summary, settings)
     trainer.train()
     title = f"DPO: {Path(model).name} on {Path(data).name} ({summary['num_examples']} pairs)"
     return _finish(trainer, "dpo", out, tmp, settings, summary, started, title)
@@ -511,6 +520,7 @@ def train_sft(model: str, data: str, out: str, settings: dict, threads: int | No
         "lora": bool(settings["lora"]["enabled"]),
     }
     log.info("SFT on %d conversations (assistant mask: %s) -> %s", summary["num_examples"], mechanism, out)
+    _check_not_all_dropped(data, summary, settings)
     trainer.train()
     title = f"SFT: {Path(model).name} on {Path(data).name} ({summary['num_examples']} conversations)"
     return _finish(trainer, "sft", out, tmp, settings, summary, started, title)

@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # the ifplay packa
 
 from snakemake.utils import validate
 
+from ifplay.cluster import GROUPS, rule_resources, rule_threads
 from ifplay.config import check_config
 from ifplay.plan import OUTPUTS, Plan
 
@@ -14,6 +15,9 @@ check_config(config, source="config")
 validate(config, schema="../schemas/config.schema.yaml")
 
 PLAN = Plan(config)
+# Threads and cluster resources per rule group, from `resources.*` (workflow/ifplay/cluster.py).
+THREADS = {group: rule_threads(config, group) for group in GROUPS}
+RESOURCES = {group: rule_resources(config, group) for group in GROUPS}
 BENCHMARKS = list(dict.fromkeys(e.benchmark for e in PLAN.evaluations))
 FIGURES = list(PLAN.training_runs())
 TABLES = BENCHMARKS + (["spar_counts", "spar_pairs"] if PLAN.spar else []) + (["judge"] if PLAN.judge_evaluations else [])

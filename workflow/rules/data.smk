@@ -12,6 +12,9 @@ rule prompts:
         "logs/prompts/{key}.benchmark.tsv"
     conda:
         "../../envs/bookkeeping.yaml"
+    threads: THREADS["bookkeeping"]
+    resources:
+        **RESOURCES["bookkeeping"],
     shell:
         "ifplay prepare-prompts --source {params.source:q} --limit {params.limit}"
         " --out {output.prompts} > {log} 2>&1"

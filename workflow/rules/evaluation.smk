@@ -17,9 +17,9 @@ rule eval_responses:
         "logs/eval_responses/{key}.benchmark.tsv"
     conda:
         "../../envs/generation.yaml"
-    threads: 8
+    threads: THREADS["generation"]
     resources:
-        mem_mb=6000,
+        **RESOURCES["generation"],
     shell:
         "ifplay generate --model {input.model} --prompts {input.prompts} --out {output.responses}"
         " --backend {params.backend} --temperature {params.temperature} --top-p {params.top_p}"
@@ -40,6 +40,9 @@ rule ifeval_scores:
         "logs/ifeval_scores/{key}.benchmark.tsv"
     conda:
         "../../envs/evaluation.yaml"
+    threads: THREADS["evaluation"]
+    resources:
+        **RESOURCES["evaluation"],
     shell:
         "ifplay score ifeval --data {input.prompts} --responses {input.responses}"
         " --metrics {output.metrics} --per-prompt {output.per_prompt} > {log} 2>&1"
@@ -64,9 +67,9 @@ rule judge_eval:
         "logs/judge_eval/{key}.benchmark.tsv"
     conda:
         "../../envs/generation.yaml"
-    threads: 8
+    threads: THREADS["generation"]
     resources:
-        mem_mb=6000,
+        **RESOURCES["generation"],
     shell:
         "ifplay judge-eval --prompts {input.prompts} --responses {input.responses} --out {output.judged}"
         " --per-item {output.per_item} --metrics {output.metrics} {params.judge}"

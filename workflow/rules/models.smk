@@ -11,9 +11,9 @@ rule base_model:
         "logs/base_model/{key}.benchmark.tsv"
     conda:
         "../../envs/generation.yaml"
-    threads: 2
+    threads: THREADS["generation"]
     resources:
-        mem_mb=4000,
+        **RESOURCES["generation"],
     shell:
         "ifplay prepare-model --source {params.source:q} --revision {params.revision:q}"
         " --dtype {params.dtype} --out {output.checkpoint} > {log} 2>&1"

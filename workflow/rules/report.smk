@@ -22,5 +22,8 @@ rule experiment_report:
         "logs/experiment_report/{experiment}.benchmark.tsv"
     conda:
         "../../envs/bookkeeping.yaml"
+    threads: THREADS["bookkeeping"]
+    resources:
+        **RESOURCES["bookkeeping"],
     shell:
         "ifplay report --config-json {params.config:q} --out-dir {params.out_dir} > {log} 2>&1"

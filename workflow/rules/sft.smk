@@ -16,9 +16,9 @@ rule sft_model:
         "logs/sft_model/{key}.benchmark.tsv"
     conda:
         "../../envs/training.yaml"
-    threads: 8
+    threads: THREADS["training"]
     resources:
-        mem_mb=12000,
+        **RESOURCES["training"],
     shell:
         "ifplay train-sft --model {input.model} --data {input.data} --out {output.checkpoint}"
         " --settings {params.settings:q} --threads {threads} > {log} 2>&1"

@@ -23,9 +23,9 @@ rule spar_samples:
         "logs/spar_samples/{key}.benchmark.tsv"
     conda:
         "../../envs/generation.yaml"
-    threads: 8
+    threads: THREADS["generation"]
     resources:
-        mem_mb=6000,
+        **RESOURCES["generation"],
     shell:
         "ifplay generate --model {input.model} --prompts {input.prompts} --out {output.samples}"
         " --backend {params.backend} --n {params.k} --temperature {params.temperature} --top-p {params.top_p}"
@@ -48,9 +48,9 @@ rule spar_judged:
         "logs/spar_judged/{key}.benchmark.tsv"
     conda:
         "../../envs/generation.yaml"
-    threads: 8
+    threads: THREADS["generation"]
     resources:
-        mem_mb=6000,
+        **RESOURCES["generation"],
     shell:
         "ifplay spar-judge --prompts {input.prompts} --responses {input.samples} --out {output.judged}"
         " {params.judge} --batch-size {params.batch_size} --max-prompt-tokens {params.max_prompt_tokens}"
@@ -78,9 +78,9 @@ rule spar_trees:
         "logs/spar_trees/{key}.benchmark.tsv"
     conda:
         "../../envs/generation.yaml"
-    threads: 8
+    threads: THREADS["generation"]
     resources:
-        mem_mb=6000,
+        **RESOURCES["generation"],
     shell:
         "ifplay spar-search --prompts {input.prompts} --judged {input.judged} --out {output.trees}"
         " --counts {output.counts} --refiner {input.refiner} --negatives-per-prompt {params.negatives}"
@@ -108,6 +108,9 @@ rule spar_data:
         "logs/spar_data/{key}.benchmark.tsv"
     conda:
         "../../envs/bookkeeping.yaml"
+    threads: THREADS["bookkeeping"]
+    resources:
+        **RESOURCES["bookkeeping"],
     shell:
         "ifplay spar-data --judged {input.judged} --trees {input.trees}"
         " --judge-template {params.judge_template:q} --refine-template {params.refine_template:q}"
@@ -129,9 +132,9 @@ rule actor_dpo:
         "logs/actor_dpo/{key}.benchmark.tsv"
     conda:
         "../../envs/training.yaml"
-    threads: 8
+    threads: THREADS["training"]
     resources:
-        mem_mb=12000,
+        **RESOURCES["training"],
     shell:
         "ifplay train-dpo --model {input.model} --data {input.pairs} --out {output.checkpoint}"
         " --settings {params.settings:q} --if-empty keep --threads {threads} > {log} 2>&1"
@@ -151,9 +154,9 @@ rule refiner_rft:
         "logs/refiner_rft/{key}.benchmark.tsv"
     conda:
         "../../envs/training.yaml"
-    threads: 8
+    threads: THREADS["training"]
     resources:
-        mem_mb=12000,
+        **RESOURCES["training"],
     shell:
         "ifplay train-sft --model {input.model} --data {input.data} --out {output.checkpoint}"
         " --settings {params.settings:q} --if-empty keep --threads {threads} > {log} 2>&1"
