@@ -1,9 +1,15 @@
 """Cluster resources per rule group: from the config to every rule, and to SLURM's flags."""
 
 import re
+import shlex
+import subprocess
+
+import pytest
+import yaml
 
 from conftest import REPO, run
-from ifplay.cluster import GROUPS, RULE_GROUPS, rule_resources, rule_threads
+from ifplay.cluster import (ACCELERATE_CONFIG, GROUPS, MAIN_PROCESS_PORT, RULE_GROUPS, launch_command,
+                            rule_resources, rule_threads)
 from ifplay.config import load_config
 
 PAPER = REPO / "config" / "paper" / "spar-llama3-8b.yaml"
@@ -13,7 +19,7 @@ def test_default_asks_for_no_gpus_and_no_placement():
     config = load_config()
     for group in GROUPS:
         resources = rule_resources(config, group)
-        assert "gpu" not in resources and "nodes" not in resources and "slurm_partition" not in resources
+        assert resources["gpu"] == 0 and resources["nodes"] == 1 and "slurm_partition" not in resources
         assert resources["mem_mb"] > 0 and resources["runtime"] > 0
     assert rule_threads(config, "generation") == 2
 
@@ -26,7 +32,7 @@ def test_paper_config_asks_for_gpus_and_placement():
     assert training["gpu"] == 8 and training["nodes"] == 2 and training["gpu_model"] == "a100"
     assert training["slurm_partition"] == "gpu" and training["slurm_account"] == "lab"
     assert rule_resources(config, "generation")["gpu"] == 1
-    assert "gpu" not in rule_resources(config, "bookkeeping")
+    assert rule_resources(config, "bookkeeping")["gpu"] == 0
     assert rule_threads(config, "training") == 32
 
 
@@ -50,4 +56,62 @@ def test_dry_run_of_the_paper_config_through_the_profile_lists_gpu_requests():
     gpu_jobs = re.findall(r"(?ms)^rule (\w+):.*?resources: ([^\n]*)", out)
     requests = {rule: resources for rule, resources in gpu_jobs}
     assert "gpu=8" in requests["actor_dpo"] and "gpu=1" in requests["spar_samples"]
-    assert "gpu" not in requests["spar_data"]
+    assert "gpu=0" in requests["spar_data"]
+
+
+# -- training launch commands -------------------------------------------------------------------
+ARGS = ["train-dpo", "--model", "m", "--data", "d.jsonl", "--out", "o", "--settings", '{"beta": 0.1}']
+
+
+def test_cpu_or_one_gpu_runs_ifplay_itself():
+    assert launch_command(ARGS) == ["ifplay", *ARGS]
+    assert launch_command(ARGS, gpus=1) == ["ifplay", *ARGS]
+
+
+def test_several_gpus_use_accelerate_with_deepspeed_zero3():
+    cmd = launch_command(ARGS, gpus=8)
+    assert cmd[:2] == ["accelerate", "launch"]
+    assert cmd[cmd.index("--config_file") + 1] == str(ACCELERATE_CONFIG)
+    assert cmd[cmd.index("--num_processes") + 1] == "8" and cmd[cmd.index("--num_machines") + 1] == "1"
+    assert cmd[-len(ARGS) - 2:] == ["-m", "ifplay.cli", *ARGS]
+    accelerate = yaml.safe_load(ACCELERATE_CONFIG.read_text())
+    assert accelerate["distributed_type"] == "DEEPSPEED" and accelerate["deepspeed_config"]["zero_stage"] == 3
+    assert accelerate["deepspeed_config"]["zero3_save_16bit_model"] is True  # save_model gathers the weights
+
+
+def test_several_nodes_start_one_accelerate_per_node_through_srun():
+    cmd = launch_command(ARGS, gpus=8, nodes=4)
+    assert cmd[:6] == ["srun", "--nodes", "4", "--ntasks-per-node", "1", "bash"] and cmd[6] == "-c"
+    script = cmd[7]
+    words = shlex.split(script.split(" --machine_rank")[0])
+    assert words[words.index("--num_processes") + 1] == "32" and words[words.index("--num_machines") + 1] == "4"
+    assert '--machine_rank "$SLURM_NODEID"' in script
+    assert 'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1' in script
+    assert f"--main_process_port {MAIN_PROCESS_PORT} -m ifplay.cli" in script
+    assert shlex.split(script.split("-m ifplay.cli ")[1]) == ARGS  # the JSON settings survive quoting
+
+
+def test_srun_script_runs_in_bash(tmp_path):
+    """The per-node script is valid bash that expands SLURM's variables on each node."""
+    script = launch_command(["train-sft", "--settings", '{"a": "b c"}'], gpus=2, nodes=2)[7]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "accelerate").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    (fake / "scontrol").write_text('#!/bin/sh\necho node-a; echo node-b\n')
+    for tool in fake.iterdir():
+        tool.chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "node-[a-b]"}
+    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[out.index("--machine_rank") + 1] == "1" and out[out.index("--main_process_ip") + 1] == "node-a"
+    assert out[out.index("--settings") + 1] == '{"a": "b c"}'
+
+
+def test_bad_launch_shape_is_refused():
+    with pytest.raises(ValueError, match="nodes >= 1"):
+        launch_command(ARGS, gpus=2, nodes=0)
+
+
+def test_training_rules_start_through_the_launcher():
+    for smk in ("spar.smk", "sft.smk"):
+        text = (REPO / "workflow" / "rules" / smk).read_text()
+        assert text.count("ifplay launch --gpus {resources.gpu} --nodes {resources.nodes} -- train-") >= 1

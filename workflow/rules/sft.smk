@@ -20,5 +20,5 @@ rule sft_model:
     resources:
         **RESOURCES["training"],
     shell:
-        "ifplay train-sft --model {input.model} --data {input.data} --out {output.checkpoint}"
+        "ifplay launch --gpus {resources.gpu} --nodes {resources.nodes} -- train-sft --model {input.model} --data {input.data} --out {output.checkpoint}"
         " --settings {params.settings:q} --threads {threads} > {log} 2>&1"

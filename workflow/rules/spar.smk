@@ -136,7 +136,7 @@ rule actor_dpo:
     resources:
         **RESOURCES["training"],
     shell:
-        "ifplay train-dpo --model {input.model} --data {input.pairs} --out {output.checkpoint}"
+        "ifplay launch --gpus {resources.gpu} --nodes {resources.nodes} -- train-dpo --model {input.model} --data {input.pairs} --out {output.checkpoint}"
         " --settings {params.settings:q} --if-empty keep --threads {threads} > {log} 2>&1"
 
 
@@ -158,5 +158,5 @@ rule refiner_rft:
     resources:
         **RESOURCES["training"],
     shell:
-        "ifplay train-sft --model {input.model} --data {input.data} --out {output.checkpoint}"
+        "ifplay launch --gpus {resources.gpu} --nodes {resources.nodes} -- train-sft --model {input.model} --data {input.data} --out {output.checkpoint}"
         " --settings {params.settings:q} --if-empty keep --threads {threads} > {log} 2>&1"
