@@ -115,3 +115,11 @@ def test_training_rules_start_through_the_launcher():
     for smk in ("spar.smk", "sft.smk"):
         text = (REPO / "workflow" / "rules" / smk).read_text()
         assert text.count("ifplay launch --gpus {resources.gpu} --nodes {resources.nodes} -- train-") >= 1
+
+
+@pytest.mark.parametrize("paper", sorted((REPO / "config" / "paper").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_paper_config_validates_and_asks_for_gpus(paper):
+    config = load_config([paper])
+    assert config["spar"]["iterations"] == 3 and config["model"]["dtype"] == "bfloat16"
+    assert rule_resources(config, "training")["gpu"] >= 8 and rule_resources(config, "generation")["gpu"] >= 1
+    assert config["experiment"] == paper.stem
