@@ -145,18 +145,18 @@ class Plan:
         self.evaluations: list[Evaluation] = []
         self.models: list[tuple[str, int, Stage]] = []
         self.spar: list[SparIteration] = []
+        self.judge_evaluations: list[JudgeEvaluation] = []
+        self.sft: dict[str, Stage] = {}  # "actor" (M_0) and "refiner" (R_0) when they are SFT models
 
         base = self.add(self._base_model_stage())
         label = self._base_label()
         self.models.append((label, 0, base))
-        self.judge_evaluations: list[JudgeEvaluation] = []
-        self.sft: dict[str, Stage] = {}  # "actor" (M_0) and "refiner" (R_0) when they are SFT models
         actor = refiner = base  # M_0 and R_0: the base model, or its SFT
         if config["sft"]["enabled"]:
             actor, refiner = self._add_sft(base)
             self.models.append((f"{label}-SFT", 0, actor))
         if config["spar"]["enabled"]:
-            self._add_spar(actor, refiner)
+            self._add_spar(base, actor, refiner)
 
         for name, bench in config["eval"]["benchmarks"].items():
             if not bench["enabled"]:
@@ -209,7 +209,7 @@ class Plan:
         origin = sources.prompt_origin(source, config_key=f"data.{data_key}")
         return Stage("prompts", {"origin": origin.fingerprint, "limit": limit}, runtime={"source": source})
 
-    def _template(self, path: str, config_key: str) -> tuple[dict, str]:
+    def _local_file(self, path: str, config_key: str) -> tuple[dict, str]:
         """A file's content fingerprint (hashed) and its resolved path (runtime)."""
         resolved = sources.local_file(path, config_key)
         return {"sha256": sources.file_sha256(resolved)}, str(resolved)
@@ -220,7 +220,7 @@ class Plan:
         sft = self.config["sft"]
 
         def fine_tune(data_key: str) -> Stage:
-            data, path = self._template(sft[data_key], f"sft.{data_key}")
+            data, path = self._local_file(sft[data_key], f"sft.{data_key}")
             return self.add(Stage("sft_model", {"settings": sft["training"], "data": data,
                                                 "seed": self.config["seed"]},
                                   {"model": base}, runtime={"data": path}))
@@ -230,19 +230,19 @@ class Plan:
         self.sft = {"actor": actor, "refiner": refiner}
         return actor, refiner
 
-    def _add_spar(self, actor: Stage, refiner: Stage) -> None:
+    def _add_spar(self, base: Stage, actor: Stage, refiner: Stage) -> None:
         """SPaR iterations from M_0 = ``actor`` and R_0 = ``refiner``: M_{t+1} = DPO(M_t) on refined
-        pairs, R_{t+1} = RFT(R_t); each R_t is also scored as a judge on held-out responses."""
+        pairs, R_{t+1} = RFT(R_t); each R_t is also scored as a judge on ``base``'s held-out answers."""
         spar = self.config["spar"]
         backend = self.config["backend"]["name"]
         runtime = self.backend_runtime()
         pool = self.add(self._prompt_set("train_prompts", spar["prompt_limit"]))
         judge = dict(spar["judge"])
-        judge_template, judge_path = self._template(judge.pop("template"), "spar.judge.template")
+        judge_template, judge_path = self._local_file(judge.pop("template"), "spar.judge.template")
         # the refiner as a judge always judges as the model judge does, whoever judges in training
         judge_eval = {**judge, "kind": "model", "template": judge_template}
         search = dict(spar["search"])
-        refine_template, refine_path = self._template(search.pop("template"), "spar.search.template")
+        refine_template, refine_path = self._local_file(search.pop("template"), "spar.search.template")
         if judge["kind"] == "verifier":  # the oracle reads no model and no sampling settings
             judge = {"kind": "verifier"}
         else:
@@ -250,7 +250,6 @@ class Plan:
         search["template"] = refine_template
         templates = {"judge_template": judge_path, "refine_template": refine_path}
         label = self._base_label()
-        base = self.models[0][2]
         heldout = None
         if spar["judge_eval"]["enabled"]:  # the base model's greedy answers to the dev prompts
             heldout_prompts = self.add(self._prompt_set("dev_prompts", spar["judge_eval"]["limit"]))
@@ -307,11 +306,18 @@ class Plan:
                 + [it.data.path("counts.json") for it in self.spar]
                 + [stage.output for stage in self.training_runs().values()])
 
+    def tables(self) -> list[str]:
+        """The tables the experiment report writes (``tables/<name>.csv``)."""
+        benchmarks = list(dict.fromkeys(e.benchmark for e in self.evaluations))
+        return (benchmarks + (["spar_counts", "spar_pairs"] if self.spar else [])
+                + (["judge"] if self.judge_evaluations else []))
+
     def training_runs(self) -> dict[str, Stage]:
         """Every training stage by figure name (``figures/<name>.png`` in the experiment's report)."""
-        runs = {f"sft_{role}": stage for role, stage in self.sft.items()}
         if self.sft and self.sft["refiner"] is self.sft["actor"]:
             runs = {"sft": self.sft["actor"]}
+        else:
+            runs = {f"sft_{role}": stage for role, stage in self.sft.items()}
         for it in self.spar:
             runs[f"actor_dpo_iter{it.iteration + 1}"] = it.actor
             runs[f"refiner_rft_iter{it.iteration + 1}"] = it.refiner

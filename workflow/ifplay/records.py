@@ -25,6 +25,11 @@ def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[di
 
 
 def iter_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterator[dict]:
+    return (record for _, record in numbered_jsonl(path, required))
+
+
+def numbered_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterator[tuple[int, dict]]:
+    """(line number, record) for each non-empty line, checked as :func:`read_jsonl` checks them."""
     path = Path(path)
     required = tuple(required)
     if not path.is_file():
@@ -42,7 +47,7 @@ def iter_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterato
             missing = [field for field in required if field not in record]
             if missing:
                 raise RecordError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
-            yield record
+            yield lineno, record
 
 
 def read_json(path: str | os.PathLike) -> Any:

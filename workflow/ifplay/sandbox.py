@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
 from ifplay import sandbox_worker as _policy
-from ifplay.records import RecordError, write_jsonl
+from ifplay.records import RecordError, numbered_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -606,28 +606,13 @@ class _Run:
 # -- files and command line ---------------------------------------------------------------------
 def read_items(path: str | os.PathLike) -> list[dict]:
     """Read ``{"id", "code", "response"}`` lines; errors name the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecordError(f"{path}: no such file")
     items = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RecordError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(record, dict):
-                raise RecordError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            missing = [field for field in ("id", "code", "response") if field not in record]
-            if missing:
-                raise RecordError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
-            for field in ("code", "response"):
-                if not isinstance(record[field], str):
-                    raise RecordError(f"{path}:{lineno}: field {field!r} must be a string, "
-                                      f"got {type(record[field]).__name__}")
-            items.append({"id": record["id"], "code": record["code"], "response": record["response"]})
+    for lineno, record in numbered_jsonl(path, required=("id", "code", "response")):
+        for field in ("code", "response"):
+            if not isinstance(record[field], str):
+                raise RecordError(f"{path}:{lineno}: field {field!r} must be a string, "
+                                  f"got {type(record[field]).__name__}")
+        items.append({"id": record["id"], "code": record["code"], "response": record["response"]})
     return items
 
 

@@ -19,8 +19,7 @@ def ifeval_table(rows: list[dict]) -> pd.DataFrame:
         metrics = read_json(row["scores"])["metrics"]
         records.append({"model": row["model"], "iteration": row["iteration"],
                         **{SHORT[m]: round(100 * metrics[m], 2) for m in METRICS}})
-    table = pd.DataFrame.from_records(records, columns=IFEVAL_COLUMNS)
-    return table.sort_values(["iteration", "model"], kind="stable").reset_index(drop=True)
+    return _by_iteration(records, IFEVAL_COLUMNS)
 
 
 def judge_table(rows: list[dict]) -> pd.DataFrame:
@@ -34,7 +33,12 @@ def judge_table(rows: list[dict]) -> pd.DataFrame:
         records.append({"model": row["model"], "iteration": row["iteration"],
                         **{name: round(100 * metrics[name], 2) if isinstance(metrics[name], float) else metrics[name]
                            for name in METRIC_COLUMNS}})
-    table = pd.DataFrame.from_records(records, columns=["model", "iteration", *METRIC_COLUMNS])
+    return _by_iteration(records, ["model", "iteration", *METRIC_COLUMNS])
+
+
+def _by_iteration(records: list[dict], columns: list[str]) -> pd.DataFrame:
+    """A table of ``records`` with ``columns``, rows ordered by iteration, then model."""
+    table = pd.DataFrame.from_records(records, columns=columns)
     return table.sort_values(["iteration", "model"], kind="stable").reset_index(drop=True)
 
 

@@ -18,9 +18,8 @@ PLAN = Plan(config)
 # Threads and cluster resources per rule group, from `resources.*` (workflow/ifplay/cluster.py).
 THREADS = {group: rule_threads(config, group) for group in GROUPS}
 RESOURCES = {group: rule_resources(config, group) for group in GROUPS}
-BENCHMARKS = list(dict.fromkeys(e.benchmark for e in PLAN.evaluations))
 FIGURES = list(PLAN.training_runs())
-TABLES = BENCHMARKS + (["spar_counts", "spar_pairs"] if PLAN.spar else []) + (["judge"] if PLAN.judge_evaluations else [])
+TABLES = PLAN.tables()
 
 
 wildcard_constraints:
