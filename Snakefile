@@ -26,6 +26,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/sft.smk"
 include: "workflow/rules/spar.smk"
+include: "workflow/rules/autoif.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/report.smk"
 

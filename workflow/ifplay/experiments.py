@@ -43,6 +43,12 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
         tables["spar_counts"] = str(csv.relative_to(out))
         csv, _ = write_table(pd.DataFrame.from_records(interference), out / "tables" / "spar_pairs")
         tables["spar_pairs"] = str(csv.relative_to(out))
+    autoif_counts = []
+    if plan.autoif:
+        autoif_counts = [{"stage": stage.kind, "counts": read_json(stage.path("counts.json")),
+                          "path": stage.path("counts.json")} for stage in plan.autoif.filters]
+        csv, _ = write_table(autoif_table(autoif_counts), out / "tables" / "autoif_counts")
+        tables["autoif_counts"] = str(csv.relative_to(out))
     figures = {name: str(copy_training_curves(stage.output, out / "figures" / f"{name}.png", name).relative_to(out))
                for name, stage in plan.training_runs().items()}
     manifest = {
@@ -53,6 +59,7 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
         "tables": tables,
         "figures": figures,
         "spar_counts": spar_counts,
+        "autoif_counts": autoif_counts,
     }
     for stage in manifest["stages"]:
         stage["done"] = Path(stage["output"]).exists()
@@ -72,6 +79,14 @@ def copy_training_curves(checkpoint: str, dest: Path, name: str) -> Path:
 
             plot_training_curves([], tmp, "sft", f"{name}: not trained (no examples)")
     return dest
+
+
+def autoif_table(autoif_counts: list[dict]) -> pd.DataFrame:
+    """Kept and dropped at each AutoIF filter, one row per (stage, count) in pipeline order
+    (``tables/autoif_counts.csv``: step, stage, count, value)."""
+    rows = [{"step": step, "stage": entry["stage"], "count": name, "value": value}
+            for step, entry in enumerate(autoif_counts, start=1) for name, value in entry["counts"].items()]
+    return pd.DataFrame.from_records(rows, columns=["step", "stage", "count", "value"])
 
 
 def spar_summary(spar_counts: list[dict]) -> pd.DataFrame:

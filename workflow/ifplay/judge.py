@@ -28,7 +28,17 @@ from pathlib import Path
 from ifplay.backends import Backend, SamplingParams
 
 #: Placeholders each kind of prompt template must contain (Python ``str.format`` fields).
-TEMPLATE_FIELDS = {"judge": ("prompt", "response"), "refine": ("prompt", "response", "critique")}
+TEMPLATE_FIELDS = {
+    "judge": ("prompt", "response"),
+    "refine": ("prompt", "response", "critique"),
+    # AutoIF's supervisor prompts (config/prompts/autoif_*.txt, ifplay.autoif_stages)
+    "autoif_augment": ("seeds", "n"),
+    "autoif_verifier": ("instruction",),
+    "autoif_backtranslate": ("function",),
+    "autoif_nli": ("premise", "hypothesis"),
+    "autoif_query": ("instruction", "query"),
+    "autoif_score": ("instruction", "query", "response"),
+}
 
 JUDGES = ("model", "verifier")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ifplay import sources
+from ifplay.config import ConfigError
 
 RESULTS = "results"
 
@@ -37,6 +38,18 @@ STAGE_VERSIONS = {
     "refiner_rft": 1,
     "sft_model": 1,
     "judge_eval": 1,
+    "autoif_instructions": 1,
+    "autoif_verifiers": 1,
+    "autoif_crossval": 1,
+    "autoif_backtrans": 1,
+    "autoif_queries": 1,
+    "autoif_responses": 1,
+    "autoif_verified": 1,
+    "autoif_scored": 1,
+    "autoif_data": 1,
+    "autoif_sft": 1,
+    "autoif_online_samples": 1,
+    "autoif_online_pairs": 1,
 }
 
 # The main output of each stage kind, relative to its directory (the Snakefile rules use these).
@@ -53,7 +66,23 @@ OUTPUTS = {
     "refiner_rft": "checkpoint",
     "sft_model": "checkpoint",
     "judge_eval": "metrics.json",
+    "autoif_instructions": "instructions.jsonl",
+    "autoif_verifiers": "verifiers.jsonl",
+    "autoif_crossval": "instructions.jsonl",
+    "autoif_backtrans": "instructions.jsonl",
+    "autoif_queries": "queries.jsonl",
+    "autoif_responses": "responses.jsonl",
+    "autoif_verified": "verified.jsonl",
+    "autoif_scored": "scored.jsonl",
+    "autoif_data": "dpo_pairs.jsonl",
+    "autoif_sft": "checkpoint",
+    "autoif_online_samples": "samples.jsonl",
+    "autoif_online_pairs": "dpo_pairs.jsonl",
 }
+
+# Stages whose counts.json goes into the manifest and tables/autoif_counts.csv, in pipeline order.
+AUTOIF_FILTERS = ("autoif_instructions", "autoif_verifiers", "autoif_crossval", "autoif_backtrans",
+                  "autoif_queries", "autoif_verified", "autoif_scored", "autoif_data", "autoif_online_pairs")
 
 
 def short_hash(obj: Any, length: int = 12) -> str:
@@ -127,6 +156,16 @@ class JudgeEvaluation:
 
 
 @dataclass
+class AutoIFRun:
+    """The stages of one AutoIF configuration: the data pipeline, then SFT, offline and online DPO."""
+
+    filters: list[Stage]  # the stages with counts.json, in pipeline order
+    sft: Stage
+    offline_dpo: Stage | None
+    online: list[tuple[Stage, Stage, Stage]]  # (samples, pairs, DPO model) per online iteration
+
+
+@dataclass
 class Evaluation:
     """One model scored on one benchmark: a row of ``tables/<benchmark>.csv``."""
 
@@ -147,6 +186,7 @@ class Plan:
         self.spar: list[SparIteration] = []
         self.judge_evaluations: list[JudgeEvaluation] = []
         self.sft: dict[str, Stage] = {}  # "actor" (M_0) and "refiner" (R_0) when they are SFT models
+        self.autoif: AutoIFRun | None = None
 
         base = self.add(self._base_model_stage())
         label = self._base_label()
@@ -155,6 +195,8 @@ class Plan:
         if config["sft"]["enabled"]:
             actor, refiner = self._add_sft(base)
             self.models.append((f"{label}-SFT", 0, actor))
+        if config["autoif"]["enabled"]:
+            self._add_autoif(base)
         if config["spar"]["enabled"]:
             self._add_spar(base, actor, refiner)
 
@@ -289,6 +331,118 @@ class Plan:
             self.models.append((f"{label}-SPaR-DPO", t + 1, actor))
             score_judge(f"{label}-SPaR-RFT", t + 1, refiner)
 
+    def _add_autoif(self, base: Stage) -> None:
+        """AutoIF's data pipeline with the supervisor (``autoif.supervisor`` or the base model), then
+        SFT(base) on D_train, offline DPO of the SFT model, and online DPO iterations from it."""
+        cfg = self.config["autoif"]
+        backend = self.config["backend"]["name"]
+        seed = self.config["seed"]
+        runtime = self.backend_runtime()
+        label = self._base_label()
+        if cfg["supervisor"]:
+            origin = sources.model_origin(cfg["supervisor"], "main", config_key="autoif.supervisor")
+            supervisor = self.add(Stage("base_model", {"origin": origin.fingerprint, "dtype": self.config["model"]["dtype"]},
+                                        runtime={"source": cfg["supervisor"], "revision": "main"}))
+        else:
+            supervisor = base
+
+        def templated(section: dict, key: str, *names: str) -> tuple[dict, dict]:
+            """A config section with each template path replaced by its content hash (paths -> runtime)."""
+            hashed, paths = dict(section), {}
+            for name in names:
+                hashed[name], paths[name] = self._local_file(section[name], f"autoif.{key}.{name}")
+            return hashed, paths
+
+        def model_stage(kind: str, settings: dict, inputs: dict, paths: dict | None = None) -> Stage:
+            return self.add(Stage(kind, {**settings, "backend": backend, "seed": seed},
+                                  {"model": supervisor, **inputs}, runtime={**runtime, **(paths or {})}))
+
+        seeds_path = (sources.local_file(cfg["seeds"], "autoif.seeds") if cfg["seeds"] != "builtin:autoif"
+                      else None)
+        from ifplay.autoif_stages import BUILTIN_SEEDS  # noqa: PLC0415 - keeps plan import light
+
+        seeds_path = seeds_path or BUILTIN_SEEDS
+        seeds = {"sha256": sources.file_sha256(seeds_path)}
+        filters = []
+        if cfg["augment"]["enabled"]:
+            augment, paths = templated(cfg["augment"], "augment", "template")
+            instructions = model_stage("autoif_instructions", {"seeds": seeds, "augment": augment}, {},
+                                       {**paths, "seeds": str(seeds_path)})
+        else:
+            instructions = self.add(Stage("autoif_instructions", {"seeds": seeds, "augment": None},
+                                          runtime={"seeds": str(seeds_path)}))
+        filters.append(instructions)
+        verifiers_cfg, paths = templated(cfg["verifiers"], "verifiers", "template")
+        verifiers = model_stage("autoif_verifiers", {"verifiers": verifiers_cfg}, {"instructions": instructions}, paths)
+        crossval = self.add(Stage("autoif_crossval", {"cross_validation": cfg["cross_validation"],
+                                                      "sandbox": cfg["sandbox"]}, {"verifiers": verifiers}))
+        filters += [verifiers, crossval]
+        kept = crossval
+        if cfg["back_translation"]["enabled"]:
+            bt = dict(cfg["back_translation"])
+            names = ("template", "nli_template") if bt["nli"] == "llm" else ("template",)
+            bt, paths = templated(bt, "back_translation", *names)
+            if bt["nli"] == "classifier":
+                if not bt["nli_model"]:
+                    raise ConfigError("autoif.back_translation.nli_model: the classifier NLI needs a model "
+                                      "(or set autoif.back_translation.nli: llm)")
+                bt.pop("nli_template")
+                bt["nli_model"], paths["nli_model"] = self._nli_model(bt["nli_model"])
+            else:
+                bt.pop("nli_model")
+            kept = model_stage("autoif_backtrans", {"back_translation": bt}, {"instructions": crossval}, paths)
+            filters.append(kept)
+        queries_cfg, paths = templated(cfg["queries"], "queries", "template")
+        source = queries_cfg.pop("source")
+        if source != "builtin:autoif":
+            paths["source"] = str(sources.local_file(source, "autoif.queries.source"))
+            queries_cfg["source"] = {"sha256": sources.file_sha256(Path(paths["source"]))}
+        else:
+            paths["source"] = source
+            queries_cfg["source"] = source
+        queries = self.add(Stage("autoif_queries", {"queries": queries_cfg, "seed": seed}, {"instructions": kept},
+                                 runtime=paths))
+        responses = model_stage("autoif_responses", {"responses": cfg["responses"]}, {"queries": queries})
+        verified = self.add(Stage("autoif_verified", {"rejection": cfg["rejection"], "sandbox": cfg["sandbox"]},
+                                  {"responses": responses}))
+        filters += [queries, verified]
+        data_inputs = {"verified": verified}
+        if cfg["quality"]["enabled"]:
+            quality, paths = templated(cfg["quality"], "quality", "template")
+            scored = model_stage("autoif_scored", {"quality": quality}, {"verified": verified}, paths)
+            filters.append(scored)
+            data_inputs["scored"] = scored
+        data = self.add(Stage("autoif_data", {"pairs": cfg["pairs"], "seed": seed}, data_inputs))
+        filters.append(data)
+
+        sft = self.add(Stage("autoif_sft", {"settings": cfg["sft"], "seed": seed}, {"model": base, "data": data}))
+        self.models.append((f"{label}-AutoIF-SFT", 0, sft))
+        offline = self.add(Stage("actor_dpo", {"settings": cfg["offline_dpo"], "seed": seed},
+                                 {"model": sft, "data": data}))
+        self.models.append((f"{label}-AutoIF-Offline-DPO", 1, offline))
+        online, policy = [], sft
+        online_cfg = dict(cfg["online_dpo"])
+        training = online_cfg.pop("training")
+        iterations = online_cfg.pop("iterations")
+        for t in range(iterations):
+            samples = self.add(Stage("autoif_online_samples", {"sampling": online_cfg, "backend": backend, "seed": seed},
+                                     {"model": policy, "queries": data}, runtime=runtime))
+            pairs = self.add(Stage("autoif_online_pairs", {"pairs": cfg["pairs"], "sandbox": cfg["sandbox"], "seed": seed},
+                                   {"queries": data, "samples": samples}))
+            policy = self.add(Stage("actor_dpo", {"settings": training, "seed": seed}, {"model": policy, "data": pairs}))
+            online.append((samples, pairs, policy))
+            filters.append(pairs)
+            self.models.append((f"{label}-AutoIF-Online-DPO", t + 1, policy))
+        self.autoif = AutoIFRun(filters, sft, offline, online)
+
+    def _nli_model(self, path: str) -> tuple[dict, str]:
+        """An NLI classifier directory: its config and weights' hashes (hashed) and its path (runtime)."""
+        resolved = Path(path).expanduser()
+        if not resolved.is_dir():
+            raise ConfigError(f"autoif.back_translation.nli_model: {path}: no such model directory")
+        files = sorted(p for p in resolved.iterdir() if p.suffix in (".json", ".safetensors", ".bin", ".model"))
+        return {"files": {p.name: sources.file_sha256(p) for p in files}}, str(resolved)
+
     # -- lookups used by the Snakefile and the report -------------------------------------
     def stage(self, key: str) -> Stage:
         try:
@@ -304,13 +458,14 @@ class Plan:
         return ([e.scores.output for e in self.evaluations]
                 + [e.metrics.output for e in self.judge_evaluations]
                 + [it.data.path("counts.json") for it in self.spar]
+                + [stage.path("counts.json") for stage in (self.autoif.filters if self.autoif else [])]
                 + [stage.output for stage in self.training_runs().values()])
 
     def tables(self) -> list[str]:
         """The tables the experiment report writes (``tables/<name>.csv``)."""
         benchmarks = list(dict.fromkeys(e.benchmark for e in self.evaluations))
         return (benchmarks + (["spar_counts", "spar_pairs"] if self.spar else [])
-                + (["judge"] if self.judge_evaluations else []))
+                + (["judge"] if self.judge_evaluations else []) + (["autoif_counts"] if self.autoif else []))
 
     def training_runs(self) -> dict[str, Stage]:
         """Every training stage by figure name (``figures/<name>.png`` in the experiment's report)."""
@@ -318,6 +473,11 @@ class Plan:
             runs = {"sft": self.sft["actor"]}
         else:
             runs = {f"sft_{role}": stage for role, stage in self.sft.items()}
+        if self.autoif:
+            runs["autoif_sft"] = self.autoif.sft
+            runs["autoif_offline_dpo"] = self.autoif.offline_dpo
+            for t, (_, _, model) in enumerate(self.autoif.online, start=1):
+                runs[f"autoif_online_dpo_iter{t}"] = model
         for it in self.spar:
             runs[f"actor_dpo_iter{it.iteration + 1}"] = it.actor
             runs[f"refiner_rft_iter{it.iteration + 1}"] = it.refiner
@@ -340,6 +500,12 @@ class Plan:
                 {"model": e.model, "iteration": e.iteration, "metrics": e.metrics.output}
                 for e in self.judge_evaluations
             ],
+            "autoif": None if self.autoif is None else {
+                "filters": [{"kind": stage.kind, "counts": stage.path("counts.json")} for stage in self.autoif.filters],
+                "sft": self.autoif.sft.output,
+                "offline_dpo": self.autoif.offline_dpo.output,
+                "online_dpo": [model.output for _, _, model in self.autoif.online],
+            },
             "spar_iterations": [
                 {"iteration": it.iteration, "counts": it.data.path("counts.json"),
                  "actor_out": it.actor.output, "refiner_out": it.refiner.output}

@@ -150,6 +150,11 @@ class Checkpoint:
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
+    def discard(self) -> None:
+        """Drop the journal (the stage wrote its own output from ``records``)."""
+        self._handle.close()
+        self.path.unlink(missing_ok=True)
+
     def finish(self, order: list | None = None) -> list[dict]:
         """Write the output (in ``order`` of ids when given) and drop the journal."""
         self._handle.close()

@@ -1,5 +1,6 @@
 # Validation and the stage plan. Functions only (rules live in the other .smk files).
 import json
+import shlex
 import sys
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # the ifplay package, if not installed
@@ -103,3 +104,44 @@ def training_settings(wildcards):
     """trl settings of a training stage, as JSON."""
     stage = PLAN.stage(wildcards.key)
     return json.dumps({**stage.config["settings"], "seed": stage.config["seed"]})
+
+
+def supervisor_args(section, n_key=None):
+    """Command-line flags of an AutoIF supervisor call: backend, seed, batch settings and the decoding
+    settings (temperature, top_p, max_new_tokens, and `n_key` as --n) of the stage's config[section]."""
+
+    def lookup(wildcards):
+        stage = PLAN.stage(wildcards.key)
+        settings = stage.config[section]
+        flags = [f"--backend {stage.config['backend']}", f"--seed {stage.config['seed']}",
+                 f"--batch-size {stage.runtime['batch_size']}",
+                 f"--max-prompt-tokens {stage.runtime['max_prompt_tokens']}"]
+        flags += [f"--{name.replace('_', '-')} {settings[name]}" for name in ("temperature", "top_p", "max_new_tokens")
+                  if name in settings]
+        if n_key:
+            flags.append(f"--n {settings[n_key]}")
+        return " ".join(flags)
+
+    return lookup
+
+
+def sandbox_args(wildcards):
+    """Limits of the verifier sandbox (autoif.sandbox) for a stage that runs model-written code."""
+    sandbox = PLAN.stage(wildcards.key).config["sandbox"]
+    return f"--timeout {sandbox['timeout']} --memory-mb {sandbox['memory_mb']}"
+
+
+def autoif_inputs(wildcards):
+    """Every upstream output of an AutoIF stage, by its input name."""
+    return {name: stage.output for name, stage in PLAN.stage(wildcards.key).inputs.items()}
+
+
+def augment_args(wildcards, input):
+    """Flags of the instruction stage: no augmentation (seeds only), or the supervisor and its prompts."""
+    stage = PLAN.stage(wildcards.key)
+    augment = stage.config["augment"]
+    if not augment:
+        return "--rounds 0"
+    return (f"--model {input.model} --template {shlex.quote(stage.runtime['template'])} --rounds {augment['rounds']}"
+            f" --seeds-per-prompt {augment['seeds_per_prompt']} --ask {augment['ask']} "
+            + supervisor_args("augment")(wildcards))
