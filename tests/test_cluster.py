@@ -112,7 +112,7 @@ def test_bad_launch_shape_is_refused():
 
 
 def test_training_rules_start_through_the_launcher():
-    for smk in ("spar.smk", "sft.smk"):
+    for smk in ("spar.smk", "sft.smk", "autoif.smk"):
         text = (REPO / "workflow" / "rules" / smk).read_text()
         assert text.count("ifplay launch --gpus {resources.gpu} --nodes {resources.nodes} -- train-") >= 1
 
@@ -120,6 +120,29 @@ def test_training_rules_start_through_the_launcher():
 @pytest.mark.parametrize("paper", sorted((REPO / "config" / "paper").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_paper_config_validates_and_asks_for_gpus(paper):
     config = load_config([paper])
-    assert config["spar"]["iterations"] == 3 and config["model"]["dtype"] == "bfloat16"
+    assert config["model"]["dtype"] == "bfloat16"
+    assert config["spar"]["iterations"] == 3 if paper.stem.startswith("spar-") else config["autoif"]["enabled"]
     assert rule_resources(config, "training")["gpu"] >= 8 and rule_resources(config, "generation")["gpu"] >= 1
     assert config["experiment"] == paper.stem
+
+
+@pytest.mark.parametrize("paper", sorted((REPO / "config" / "paper").glob("autoif-*.yaml")), ids=lambda p: p.stem)
+def test_autoif_paper_configs_plan_strong_to_weak(paper):
+    """With the user's files in place (here: AutoIF's seeds from the shared sample data, the builtin
+    queries, the LLM as NLI judge), the plan has a separate supervisor and the paper's rows."""
+    from ifplay.plan import Plan
+
+    seeds = REPO.parent / "shared" / "data" / "autoif" / "seed_instruction.txt"
+    if not seeds.is_file():
+        pytest.skip(f"{seeds} not present")
+    config = load_config([paper], overrides={"autoif": {"seeds": str(seeds), "queries": {"source": "builtin:autoif"},
+                                                        "back_translation": {"nli": "llm"}}})
+    plan = Plan(config)
+    base = plan.models[0][2]
+    supervisor = plan.stage(plan.autoif.filters[1].inputs["model"].key)
+    assert supervisor is not base and supervisor.runtime["source"] == config["autoif"]["supervisor"]
+    assert plan.autoif.sft.inputs["model"] is base
+    assert [label.split("-AutoIF-")[-1] for label, _, _ in plan.models[1:]] == [
+        "SFT", "Offline-DPO", "Online-DPO", "Online-DPO"]
+    assert config["autoif"]["offline_dpo"]["beta"] == 0.3 and config["autoif"]["sft"]["warmup_steps"] == 20
+    assert rule_resources(config, "generation")["gpu"] == 8
