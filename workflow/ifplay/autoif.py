@@ -141,7 +141,7 @@ def _load_object(candidate: str) -> tuple[dict | None, str | None]:
     try:  # Python literals: single quotes, True/False
         value = ast.literal_eval(re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", candidate)))
         return (value, "python-literal") if isinstance(value, dict) else (None, None)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+    except Exception:  # noqa: BLE001 - any literal the model wrote that is not a dict of plain values
         return None, None
 
 

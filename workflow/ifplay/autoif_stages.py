@@ -68,7 +68,8 @@ def complete(supervisor: Supervisor, items: list[tuple[str, list[dict]]], params
              desc: str, chunk: int | None = None) -> dict[str, list[str]]:
     """``params.n`` completions for each ``(id, conversation)``, journalled to ``<out>.partial`` so that a
     killed stage resumes; a prefilled assistant turn is prepended to its completions. ``chunk`` items
-    (default: one backend batch) go to the backend at a time."""
+    (default: one backend batch) go to the backend at a time. The journal stays until the stage has
+    written its output (:func:`drop_journal`), so a crash after generation loses nothing."""
     chunk = chunk or supervisor.args["batch_size"]
     journal = Checkpoint(out, id_field="id")
     done = {record["id"]: record["texts"] for record in journal.records}
@@ -86,8 +87,13 @@ def complete(supervisor: Supervisor, items: list[tuple[str, list[dict]]], params
             journal.append(records)
             done.update((r["id"], r["texts"]) for r in records)
             bar.update(len(part))
-    journal.discard()
+    journal.close()
     return done
+
+
+def drop_journal(out: str | Path) -> None:
+    """Remove the completions journal of :func:`complete` once the stage's output is written."""
+    Path(f"{out}.partial").unlink(missing_ok=True)
 
 
 def make_sandbox(timeout: float, memory_mb: int, workers: int | None = None):
@@ -135,13 +141,13 @@ def _template(path: str, kind: str) -> str:
 # -- 1. instructions ----------------------------------------------------------------------------
 def augment_instructions(seeds_path: str, out: str, counts_path: str, supervisor: Supervisor | None,
                          template: str | None, rounds: int, seeds_per_prompt: int, ask: int,
-                         params: SamplingParams, seed: int = 0) -> dict:
-    """D_ins = seeds + the supervisor's new instructions. Each of ``rounds`` prompts shows
+                         params: SamplingParams, seed: int = 0, seed_limit: int | None = None) -> dict:
+    """D_ins = the first ``seed_limit`` seeds (all when None) + the supervisor's new instructions. Each of ``rounds`` prompts shows
     ``seeds_per_prompt`` random seeds and asks for ``ask`` more; ``params.n`` answers each."""
     path = Path(seeds_path)
     if not path.is_file():
         raise RecordError(f"{path}: no such seed instruction file")
-    seeds = autoif.read_instruction_lines(path.read_text(encoding="utf-8"))
+    seeds = autoif.read_instruction_lines(path.read_text(encoding="utf-8"))[:seed_limit or None]
     if not seeds:
         raise RecordError(f"{path}: no instructions (one per line)")
     generated: list[str] = []
@@ -160,6 +166,7 @@ def augment_instructions(seeds_path: str, out: str, counts_path: str, supervisor
     records, counts = autoif.merge_instructions(seeds, generated)
     write_jsonl(out, records)
     write_json(counts_path, counts)
+    drop_journal(out)
     return counts
 
 
@@ -185,6 +192,7 @@ def generate_verifiers(instructions_path: str, out: str, counts_path: str, super
     counts["answers_with_function"] = sum(v for k, v in counts.items() if k.startswith("parsed_"))
     write_jsonl(out, records)
     write_json(counts_path, dict(counts))
+    drop_journal(out)
     return dict(counts)
 
 
@@ -291,6 +299,8 @@ def back_translate(instructions_path: str, out: str, counts_path: str, superviso
     counts["kept"] = len(kept)
     write_jsonl(out, kept)
     write_json(counts_path, dict(counts))
+    drop_journal(out + ".backtrans")
+    drop_journal(out + ".nli")
     return dict(counts)
 
 
@@ -348,6 +358,7 @@ def sample_responses(queries_path: str, out: str, supervisor: Supervisor, params
     items = [(q["key"], [{"role": "user", "content": q["prompt"]}]) for q in queries]
     answers = complete(supervisor, items, params, out, desc="responses")
     write_jsonl(out, ({**q, "gpt-answer": answers[q["key"]]} for q in queries))
+    drop_journal(out)
     return {"queries": len(queries), "responses": sum(len(v) for v in answers.values())}
 
 
@@ -427,6 +438,7 @@ def score_responses(verified_path: str, out: str, counts_path: str, supervisor: 
     counts["queries_kept"] = len({row["key"] for row in rows if row["kept"]})
     write_jsonl(out, rows)
     write_json(counts_path, dict(counts))
+    drop_journal(out)
     return dict(counts)
 
 
@@ -514,13 +526,25 @@ def online_pairs(queries_path: str, samples_path: str, out: str, counts_path: st
 
 
 # -- command line ------------------------------------------------------------------------------------
+def _stop_list(text: str) -> list[str]:
+    import argparse
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"--stop is not valid JSON ({err.msg})") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise argparse.ArgumentTypeError("--stop must be a JSON list of non-empty strings")
+    return value
+
+
 def _supervisor(args) -> Supervisor:
     return Supervisor(args.model, args.backend, args.batch_size, args.max_prompt_tokens, args.threads)
 
 
 def _params(args, n: int | None = None) -> SamplingParams:
     return SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                          n=n if n is not None else args.n, seed=args.seed)
+                          n=n if n is not None else args.n, seed=args.seed, stop=tuple(args.stop))
 
 
 def _with_supervisor(args, run: Callable[[Supervisor], dict]) -> None:
@@ -535,7 +559,7 @@ def _cmd_instructions(args) -> None:
     supervisor = _supervisor(args) if args.rounds else None
     try:
         counts = augment_instructions(args.seeds, args.out, args.counts, supervisor, args.template, args.rounds,
-                                      args.seeds_per_prompt, args.ask, _params(args), args.seed)
+                                      args.seeds_per_prompt, args.ask, _params(args), args.seed, args.seed_limit)
     finally:
         if supervisor:
             supervisor.close()
@@ -606,6 +630,7 @@ def add_cli(sub) -> None:
         p.add_argument("--top-p", type=float, default=1.0)
         p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--stop", type=_stop_list, default=[], help='JSON list of stop strings, e.g. \'["\\n"]\'')
 
     def sandbox_args(p):
         p.add_argument("--timeout", type=float, default=2.0, help="wall-clock seconds per verifier call")
@@ -619,6 +644,7 @@ def add_cli(sub) -> None:
 
     p = sub.add_parser("autoif-instructions", help="AutoIF: seed instructions + supervisor augmentations")
     p.add_argument("--seeds", required=True, help="seed instructions, one per line")
+    p.add_argument("--seed-limit", type=int, default=0, help="use the first N seeds (0 = all)")
     p.add_argument("--template", default=None, help="augmentation prompt template ({seeds} {n})")
     p.add_argument("--rounds", type=int, default=0, help="augmentation prompts (0 = seeds only)")
     p.add_argument("--seeds-per-prompt", type=int, default=8)

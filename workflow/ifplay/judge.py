@@ -168,7 +168,7 @@ def template_turns(template_text: str, **fields) -> list[dict]:
     user, marker, prefix = template_text.partition(ASSISTANT_MARKER)
     turns = [{"role": "user", "content": user.rstrip("\n").format(**fields) if marker else user.format(**fields)}]
     if marker and prefix.strip():
-        turns.append({"role": "assistant", "content": prefix.strip("\n")})
+        turns.append({"role": "assistant", "content": prefix.strip("\n").format(**fields)})
     return turns
 
 

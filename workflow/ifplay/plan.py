@@ -362,15 +362,15 @@ class Plan:
         from ifplay.autoif_stages import BUILTIN_SEEDS  # noqa: PLC0415 - keeps plan import light
 
         seeds_path = seeds_path or BUILTIN_SEEDS
-        seeds = {"sha256": sources.file_sha256(seeds_path)}
+        seeds = {"sha256": sources.file_sha256(seeds_path), "limit": cfg["seed_limit"]}
         filters = []
         if cfg["augment"]["enabled"]:
             augment, paths = templated(cfg["augment"], "augment", "template")
             instructions = model_stage("autoif_instructions", {"seeds": seeds, "augment": augment}, {},
-                                       {**paths, "seeds": str(seeds_path)})
+                                       {**paths, "seeds": str(seeds_path), "seed_limit": cfg["seed_limit"] or 0})
         else:
             instructions = self.add(Stage("autoif_instructions", {"seeds": seeds, "augment": None},
-                                          runtime={"seeds": str(seeds_path)}))
+                                          runtime={"seeds": str(seeds_path), "seed_limit": cfg["seed_limit"] or 0}))
         filters.append(instructions)
         verifiers_cfg, paths = templated(cfg["verifiers"], "verifiers", "template")
         verifiers = model_stage("autoif_verifiers", {"verifiers": verifiers_cfg}, {"instructions": instructions}, paths)

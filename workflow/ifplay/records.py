@@ -150,10 +150,9 @@ class Checkpoint:
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
-    def discard(self) -> None:
-        """Drop the journal (the stage wrote its own output from ``records``)."""
+    def close(self) -> None:
+        """Stop appending; the journal stays until the stage removes it (it wrote its own output)."""
         self._handle.close()
-        self.path.unlink(missing_ok=True)
 
     def finish(self, order: list | None = None) -> list[dict]:
         """Write the output (in ``order`` of ids when given) and drop the journal."""

@@ -11,6 +11,7 @@ rule autoif_instructions:
         counts=stage_output("autoif_instructions", "counts.json"),
     params:
         seeds=runtime("seeds"),
+        seed_limit=runtime("seed_limit"),
         augment=augment_args,
     log:
         "logs/autoif_instructions/{key}.log",
@@ -22,7 +23,7 @@ rule autoif_instructions:
     resources:
         **RESOURCES["generation"],
     shell:
-        "ifplay autoif-instructions --seeds {params.seeds:q} --out {output.instructions} --counts {output.counts}"
+        "ifplay autoif-instructions --seeds {params.seeds:q} --seed-limit {params.seed_limit} --out {output.instructions} --counts {output.counts}"
         " {params.augment} --threads {threads} > {log} 2>&1"
 
 

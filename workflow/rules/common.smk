@@ -120,6 +120,8 @@ def supervisor_args(section, n_key=None):
                   if name in settings]
         if n_key:
             flags.append(f"--n {settings[n_key]}")
+        if settings.get("stop"):
+            flags.append(f"--stop {shlex.quote(json.dumps(settings['stop']))}")
         return " ".join(flags)
 
     return lookup

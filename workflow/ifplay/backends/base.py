@@ -17,13 +17,15 @@ Conversation = list  # list[Message]
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Decoding settings of one call. ``temperature == 0`` means greedy decoding."""
+    """Decoding settings of one call. ``temperature == 0`` means greedy decoding. ``stop``: strings
+    that end a completion; the completion is cut before the first one (as vLLM and OpenAI do)."""
 
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 256
     n: int = 1
     seed: int = 0
+    stop: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -32,6 +34,17 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1 or self.n < 1:
             raise ValueError("max_new_tokens and n must be >= 1")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ValueError(f"stop must be a sequence of non-empty strings, got {self.stop!r}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    def cut(self, text: str) -> str:
+        """``text`` up to the first stop string."""
+        for stop in self.stop:
+            index = text.find(stop)
+            if index >= 0:
+                text = text[:index]
+        return text
 
     @property
     def greedy(self) -> bool:

@@ -63,6 +63,8 @@ class TransformersBackend(Backend):
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
             gen_kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if params.stop:  # sequences end at a stop string (a batch ends when all have)
+            gen_kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         bar = tqdm(total=len(texts), desc=progress, unit="prompt", disable=progress is None)
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
@@ -74,7 +76,7 @@ class TransformersBackend(Backend):
                 per_prompt = 1 if params.greedy else params.n
                 out = self._generate(enc["input_ids"], enc["attention_mask"], per_prompt, gen_kwargs)
                 new_tokens = out[:, enc["input_ids"].shape[1]:]
-                decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                decoded = [params.cut(text) for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
                 for j, i in enumerate(batch):
                     completions = decoded[j * per_prompt:(j + 1) * per_prompt]
                     results[i] = completions * params.n if params.greedy else completions
