@@ -207,6 +207,34 @@ def parse_verifier_answer(text: str) -> VerifierAnswer:
     return VerifierAnswer(func=None, error="no-func" if saw_object else "no-json")
 
 
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def nearest_examples(instruction: str, examples: list[dict], shots: int) -> list[dict]:
+    """The ``shots`` worked examples whose instructions share the most words with ``instruction``
+    (Jaccard similarity of lower-case word sets; ties keep file order), most similar last, so the
+    closest one sits right above the instruction."""
+    words = _words(instruction)
+
+    def similarity(example: dict) -> float:
+        other = _words(example["instruction"])
+        return len(words & other) / len(words | other) if words | other else 0.0
+
+    ranked = sorted(range(len(examples)), key=lambda i: (-similarity(examples[i]), i))[:shots]
+    return [examples[i] for i in reversed(ranked)]
+
+
+def format_example(example: dict) -> str:
+    """A worked example as the few-shot verifier template shows it: the instruction, then the answer
+    JSON on one line."""
+    answer = json.dumps({"func": example["func"], "cases": example["cases"]}, ensure_ascii=False)
+    return f"Instruction: {example['instruction']}\n{answer}"
+
+
 # -- 3. cross-validation -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CrossValidation:

@@ -171,12 +171,37 @@ def augment_instructions(seeds_path: str, out: str, counts_path: str, supervisor
 
 
 # -- 2. verification functions and cases -----------------------------------------------------------
+def load_examples(path: str) -> list[dict]:
+    """Worked verifier examples: JSONL of ``{"instruction", "func", "cases": [{"input", "output"}]}``."""
+    examples = []
+    for lineno, record in numbered_jsonl(path, required=("instruction", "func", "cases")):
+        if not isinstance(record["func"], str) or "def evaluate" not in record["func"]:
+            raise RecordError(f"{path}:{lineno}: 'func' must define evaluate(response)")
+        examples.append(record)
+    if not examples:
+        raise RecordError(f"{path}: no examples")
+    return examples
+
+
 def generate_verifiers(instructions_path: str, out: str, counts_path: str, supervisor: Supervisor, template: str,
-                       params: SamplingParams) -> dict:
-    """K (= ``params.n``) answers per instruction, each parsed into a function and test cases."""
+                       params: SamplingParams, examples_path: str | None = None, shots: int = 3) -> dict:
+    """K (= ``params.n``) answers per instruction, each parsed into a function and test cases. With
+    ``examples_path`` the template's ``{examples}`` shows the ``shots`` worked examples nearest to
+    each instruction (:func:`ifplay.autoif.nearest_examples`)."""
     instructions = read_jsonl(instructions_path, required=("id", "instruction"))
-    text = _template(template, "autoif_verifier")
-    items = [(r["id"], _turns(text, instruction=r["instruction"])) for r in instructions]
+    if examples_path:
+        text = _template(template, "autoif_verifier_fewshot")
+        pool = load_examples(examples_path)
+
+        def shown(instruction: str) -> dict:
+            chosen = autoif.nearest_examples(instruction, pool, shots)
+            return {"examples": "\n\n".join(autoif.format_example(e) for e in chosen)}
+    else:
+        text = _template(template, "autoif_verifier")
+
+        def shown(instruction: str) -> dict:
+            return {}
+    items = [(r["id"], _turns(text, instruction=r["instruction"], **shown(r["instruction"]))) for r in instructions]
     answers = complete(supervisor, items, params, out, desc="verifiers")
     counts = Counter(instructions=len(instructions))
     records = []
@@ -568,7 +593,7 @@ def _cmd_instructions(args) -> None:
 
 def _cmd_verifiers(args) -> None:
     _with_supervisor(args, lambda s: generate_verifiers(args.instructions, args.out, args.counts, s, args.template,
-                                                        _params(args)))
+                                                        _params(args), args.examples, args.shots))
 
 
 def _cmd_crossval(args) -> None:
@@ -655,7 +680,9 @@ def add_cli(sub) -> None:
 
     p = sub.add_parser("autoif-verifiers", help="AutoIF: K verification functions + test cases per instruction")
     p.add_argument("--instructions", required=True)
-    p.add_argument("--template", required=True, help="verifier prompt template ({instruction})")
+    p.add_argument("--template", required=True, help="verifier prompt template ({instruction}, with --examples also {examples})")
+    p.add_argument("--examples", default=None, help="worked examples JSONL (instruction, func, cases) for few-shot prompts")
+    p.add_argument("--shots", type=int, default=3, help="examples shown per instruction (the most similar ones)")
     model_args(p, n=4)
     files(p, "out")
     p.set_defaults(func=_cmd_verifiers)

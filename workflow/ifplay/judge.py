@@ -34,6 +34,7 @@ TEMPLATE_FIELDS = {
     # AutoIF's supervisor prompts (config/prompts/autoif_*.txt, ifplay.autoif_stages)
     "autoif_augment": ("seeds", "n"),
     "autoif_verifier": ("instruction",),
+    "autoif_verifier_fewshot": ("instruction", "examples"),
     "autoif_backtranslate": ("function",),
     "autoif_nli": ("premise", "hypothesis"),
     "autoif_query": ("instruction", "query"),

@@ -372,7 +372,8 @@ class Plan:
             instructions = self.add(Stage("autoif_instructions", {"seeds": seeds, "augment": None},
                                           runtime={"seeds": str(seeds_path), "seed_limit": cfg["seed_limit"] or 0}))
         filters.append(instructions)
-        verifiers_cfg, paths = templated(cfg["verifiers"], "verifiers", "template")
+        verifiers_cfg, paths = templated(cfg["verifiers"], "verifiers",
+                                         *(("template", "examples") if cfg["verifiers"]["examples"] else ("template",)))
         verifiers = model_stage("autoif_verifiers", {"verifiers": verifiers_cfg}, {"instructions": instructions}, paths)
         crossval = self.add(Stage("autoif_crossval", {"cross_validation": cfg["cross_validation"],
                                                       "sandbox": cfg["sandbox"]}, {"verifiers": verifiers}))

@@ -36,6 +36,9 @@ rule autoif_verifiers:
         counts=stage_output("autoif_verifiers", "counts.json"),
     params:
         template=runtime("template"),
+        examples=lambda wildcards: (f"--examples {shlex.quote(PLAN.stage(wildcards.key).runtime['examples'])}"
+                                    f" --shots {PLAN.stage(wildcards.key).config['verifiers']['shots']}"
+                                    if "examples" in PLAN.stage(wildcards.key).runtime else ""),
         generation=supervisor_args("verifiers", "k"),
     log:
         "logs/autoif_verifiers/{key}.log",
@@ -48,6 +51,7 @@ rule autoif_verifiers:
         **RESOURCES["generation"],
     shell:
         "ifplay autoif-verifiers --model {input.model} --instructions {input.instructions} --template {params.template:q}"
+        " {params.examples}"
         " --out {output.verifiers} --counts {output.counts} {params.generation} --threads {threads} > {log} 2>&1"
 
 
