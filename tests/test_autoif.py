@@ -268,3 +268,50 @@ def test_nli_classifier_reads_labels_from_the_model(tmp_path):
     fast.save_pretrained(tmp_path / "nli")
     labels = autoif_stages.nli_with_classifier(str(tmp_path / "nli"), [("use no commas", "use lowercase")] * 3)
     assert len(labels) == 3 and len(set(labels)) == 1 and labels[0] in autoif.NLI_LABELS
+
+
+# -- AutoIF's queries as SPaR's prompt pool ----------------------------------------------------------
+def test_back_translations_travel_from_instructions_to_the_spar_pool(tmp_path):
+    from conftest import REPO, run
+
+    instructions = tmp_path / "instructions.jsonl"
+    back = ["Answer in lowercase letters only.", "Use no capital letters."]
+    write_jsonl(instructions, [
+        {"id": "i0", "instruction": "Write in lowercase", "eval_func": [[LOWER, 1.0], [LOWER2, 1.0]], "cases": [],
+         "back_instruction": back, "nli": ["entailment", "entailment"]},
+        {"id": "i1", "instruction": "Write in lowercase too", "eval_func": [[LOWER, 1.0]], "cases": []}])  # no back-translation stage
+    template = str(REPO / "config" / "prompts" / "autoif_query.txt")
+    autoif_stages.make_queries(str(instructions), "builtin:autoif", str(tmp_path / "q.jsonl"), str(tmp_path / "c.json"),
+                               template, per_instruction=2, min_chars=20, max_chars=300)
+    queries = read_jsonl(tmp_path / "q.jsonl")
+    assert [q.get("back_instruction") for q in queries] == [back, back, None, None]
+    # the responses stage keeps every query field; autoif-data writes them to queries.jsonl
+    verified = [{**q, "gpt-answer": ["all lowercase here.", "Not Lowercase."], "accuracies": [1.0, 0.0], "kept": [0]}
+                for q in queries]
+    write_jsonl(tmp_path / "verified.jsonl", verified)
+    out = {n: str(tmp_path / n) for n in ("sft.jsonl", "pairs.jsonl", "queries.jsonl", "c2.json")}
+    autoif_stages.build_data(str(tmp_path / "verified.jsonl"), None, out["sft.jsonl"], out["pairs.jsonl"],
+                             out["queries.jsonl"], out["c2.json"], 0.5, 0.0, 2, False)
+    data_queries = read_jsonl(out["queries.jsonl"])
+    assert [q.get("back_instruction") for q in data_queries] == [back, back, None, None]
+    # autoif-prompts: the first N queries as prompt records (the command as the workflow runs it)
+    run(["ifplay", "autoif-prompts", "--queries", out["queries.jsonl"], "--limit", "3",
+         "--out", str(tmp_path / "prompts.jsonl")])
+    prompts = read_jsonl(tmp_path / "prompts.jsonl")
+    assert [p["key"] for p in prompts] == [q["key"] for q in data_queries[:3]]
+    assert prompts[0] == {"key": data_queries[0]["key"], "prompt": data_queries[0]["prompt"],
+                          "instruction": "Write in lowercase", "eval_func": [[LOWER, 1.0], [LOWER2, 1.0]],
+                          "back_instruction": back}
+    assert set(prompts[2]) == {"key", "prompt", "instruction", "eval_func"}
+    assert autoif_stages.spar_prompts(out["queries.jsonl"], str(tmp_path / "all.jsonl"), None) == \
+        {"prompts": 4, "with_back_translation": 2}
+
+
+def test_spar_pool_needs_queries_with_functions(tmp_path):
+    write_jsonl(tmp_path / "q.jsonl", [{"key": "k0", "prompt": "p", "eval_func": []}])
+    with pytest.raises(RecordError, match=r"q.jsonl:1: query 'k0' has no verification function"):
+        autoif_stages.spar_prompts(str(tmp_path / "q.jsonl"), str(tmp_path / "out.jsonl"), 5)
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(RecordError, match="no AutoIF queries"):
+        autoif_stages.spar_prompts(str(tmp_path / "empty.jsonl"), str(tmp_path / "out.jsonl"), 5)
+    assert not (tmp_path / "out.jsonl").exists()

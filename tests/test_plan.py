@@ -6,7 +6,7 @@ import re
 import pytest
 
 from conftest import REPO, run
-from ifplay.config import load_config
+from ifplay.config import ConfigError, load_config
 from ifplay.plan import Plan, short_hash
 from ifplay.sources import SourceError
 
@@ -130,6 +130,38 @@ def test_verifier_judge_shares_sampling_only():
     # the verifier's key does not move with model-judge settings it never reads
     other = plan(spar={"enabled": True, "judge": {"kind": "verifier", "votes": 7, "temperature": 0.1}})
     assert other.spar[0].judged.key == verifier.spar[0].judged.key
+
+
+AUTOIF = REPO / "config" / "experiments" / "autoif.yaml"
+SPAR_AUTOIF = REPO / "config" / "experiments" / "spar-autoif-verifier.yaml"
+
+
+def test_spar_on_autoif_queries_shares_the_autoif_data_stages():
+    autoif, overlay = plan(AUTOIF), plan(SPAR_AUTOIF)
+    it = overlay.spar[0]
+    pool = it.samples.inputs["prompts"]
+    assert pool.kind == "autoif_prompts" and pool.config == {"limit": overlay.config["spar"]["prompt_limit"]}
+    assert pool.inputs == {"queries": overlay.autoif.data} and pool.inputs["queries"].kind == "autoif_data"
+    assert pool.inputs["queries"].key == autoif.autoif.data.key  # the same AutoIF data stage
+    assert {f.key for f in autoif.autoif.filters} <= set(overlay.stages)
+    assert it.judged.inputs["prompts"] is pool and it.trees.inputs["prompts"] is pool
+    # the verifier judge runs the queries' functions with AutoIF's sandbox limits; no refiner judges
+    assert it.judged.config["judge"] == {"kind": "verifier", "sandbox": overlay.config["autoif"]["sandbox"]}
+    assert "refiner" not in it.judged.inputs
+    # R_t's judge evaluation (dev prompts, IFEval oracle) is the one the plain verifier experiment runs
+    plain = plan(spar={"enabled": True, "judge": {"kind": "verifier"}})
+    assert overlay.judge_evaluations[0].metrics.key == plain.judge_evaluations[0].metrics.key
+    assert plain.spar[0].judged.config["judge"] == {"kind": "verifier"}  # no sandbox: IFEval prompts
+    # the model judge can judge the AutoIF pool too
+    model = plan(SPAR_AUTOIF, spar={"judge": {"kind": "model"}})
+    assert model.spar[0].samples.inputs["prompts"] is model.stages[pool.key]
+    assert "refiner" in model.spar[0].judged.inputs
+
+
+def test_autoif_prompt_source_needs_autoif_enabled():
+    with pytest.raises(ConfigError, match=r"spar.prompt_source: 'autoif'.*autoif.enabled: true"):
+        plan(spar={"enabled": True, "prompt_source": "autoif"})
+    assert plan(**SPAR).spar[0].samples.inputs["prompts"].kind == "prompts"  # train_prompts by default
 
 
 def test_template_content_is_keyed(tmp_path):

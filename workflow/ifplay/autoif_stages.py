@@ -17,6 +17,7 @@ autoif-verify-responses     query_rft-style JSONL -> verified.jsonl (accuracy pe
 autoif-score                verified -> scored.jsonl (quality score per kept response)
 autoif-data                 verified (+ scored) -> sft.jsonl, dpo_pairs.jsonl, queries.jsonl
 autoif-online-pairs         policy samples + queries -> dpo_pairs.jsonl [sandbox]
+autoif-prompts              queries -> prompts.jsonl (SPaR's pool, spar.prompt_source: autoif)
 ==========================  ==============================================================
 """
 
@@ -357,6 +358,12 @@ def load_queries(source: str) -> list[str]:
     return queries
 
 
+def _back_translation(record: dict) -> dict:
+    """``{"back_instruction": [...]}`` when the record carries the back-translations of its functions
+    (the back-translation stage ran), else ``{}``: what each function checks, in words."""
+    return {"back_instruction": record["back_instruction"]} if record.get("back_instruction") else {}
+
+
 def make_queries(instructions_path: str, source: str, out: str, counts_path: str, template: str,
                  per_instruction: int, min_chars: int, max_chars: int, seed: int = 0) -> dict:
     """Each instruction with ``per_instruction`` random user queries, in AutoIF's prompt format."""
@@ -370,7 +377,8 @@ def make_queries(instructions_path: str, source: str, out: str, counts_path: str
             prompt = _turns(text, instruction=record["instruction"], query=query)[0]["content"].rstrip("\n")
             queries.append({"key": f"{record['id']}-q{j}", "instruction": record["instruction"], "query": query,
                             "prompt": prompt, "eval_func": record["eval_func"], "cases": record["cases"],
-                            "case_pass_rates": record.get("case_pass_rates")})
+                            "case_pass_rates": record.get("case_pass_rates"),
+                            **_back_translation(record)})
     counts = {"instructions": len(records), "query_pool": len(pool), "queries": len(queries)}
     write_jsonl(out, queries)
     write_json(counts_path, counts)
@@ -502,7 +510,7 @@ def build_data(verified_path: str, scored_path: str | None, sft_out: str, pairs_
             pairs.append(autoif.dpo_record(user, c, r, key=key, level="query"))
             counts["pairs_query_level"] += 1
         queries.append({"key": key, "prompt": user, "instruction": instruction, "query": query,
-                        "eval_func": record["eval_func"]})
+                        "eval_func": record["eval_func"], **_back_translation(record)})
         if instruction_level and instruction not in instructions_seen and record.get("case_pass_rates"):
             instructions_seen.add(instruction)
             cases = [c[0] for c in record["cases"]]
@@ -517,6 +525,24 @@ def build_data(verified_path: str, scored_path: str | None, sft_out: str, pairs_
     write_jsonl(queries_out, queries)
     write_json(counts_path, dict(counts))
     return dict(counts)
+
+
+def spar_prompts(queries_path: str, out: str, limit: int | None = None) -> dict:
+    """SPaR's prompt pool from AutoIF's queries (``autoif-data``'s queries.jsonl): the first ``limit``
+    (``None`` or 0: all) as prompt records ``{key, prompt, instruction, eval_func[, back_instruction]}``,
+    which the verifier judge checks by running their functions."""
+    records = []
+    for lineno, query in numbered_jsonl(queries_path, required=("key", "prompt", "eval_func")):
+        if limit and len(records) >= limit:
+            break
+        if not autoif.functions_of(query):
+            raise RecordError(f"{queries_path}:{lineno}: query {query['key']!r} has no verification function")
+        records.append({"key": query["key"], "prompt": query["prompt"], "instruction": query.get("instruction", ""),
+                        "eval_func": query["eval_func"], **_back_translation(query)})
+    if not records:
+        raise RecordError(f"{queries_path}: no AutoIF queries (the AutoIF data stages kept none)")
+    write_jsonl(out, records)
+    return {"prompts": len(records), "with_back_translation": sum("back_instruction" in r for r in records)}
 
 
 def online_pairs(queries_path: str, samples_path: str, out: str, counts_path: str, chosen_min: float,
@@ -633,6 +659,10 @@ def _cmd_data(args) -> None:
     print(json.dumps(build_data(args.verified, args.scored, args.sft, args.pairs, args.queries, args.counts,
                                 args.chosen_min, args.rejected_max, args.pairs_per_side, args.instruction_level,
                                 args.seed)))
+
+
+def _cmd_prompts(args) -> None:
+    print(json.dumps(spar_prompts(args.queries, args.out, args.limit)))
 
 
 def _cmd_online_pairs(args) -> None:
@@ -753,6 +783,12 @@ def add_cli(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     files(p, "sft", "pairs", "queries")
     p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("autoif-prompts", help="AutoIF's queries (with their functions) as SPaR's prompt pool")
+    p.add_argument("--queries", required=True, help="autoif-data's queries.jsonl")
+    p.add_argument("--limit", type=int, default=0, help="the first N queries (0 = all)")
+    p.add_argument("--out", required=True, help="prompt records JSONL")
+    p.set_defaults(func=_cmd_prompts)
 
     p = sub.add_parser("autoif-online-pairs", help="AutoIF: online DPO pairs from the policy's samples (sandbox)")
     p.add_argument("--queries", required=True)

@@ -53,6 +53,7 @@ RULE_GROUPS = {
     "spar_data": "bookkeeping",
     "autoif_queries": "bookkeeping",
     "autoif_data": "bookkeeping",
+    "autoif_prompts": "bookkeeping",
     "experiment_report": "bookkeeping",
 }
 

@@ -9,10 +9,14 @@ Two judges implement :class:`Judge`:
 
 - :class:`ModelJudge` renders a judge prompt template and samples ``votes`` critiques from a
   :class:`~ifplay.backends.Backend`, one ``chat`` call for a whole batch of items.
-- :class:`VerifierJudge` is an exact oracle for IFEval-style prompts (records with
-  ``instruction_id_list`` and ``kwargs``): lm-eval's strict checkers, via :mod:`ifplay.ifeval`.
+- :class:`VerifierJudge` checks by execution: IFEval-style prompts (records with
+  ``instruction_id_list`` and ``kwargs``) with lm-eval's strict checkers, via :mod:`ifplay.ifeval`
+  (an exact oracle); AutoIF queries (records with ``eval_func``) by running every verification
+  function on the response in the verifier sandbox (:mod:`ifplay.sandbox`), AutoIF's execution
+  feedback.
 
-Both cache judgements in memory by (prompt text, response), so no pair is judged twice in a process.
+Both cache judgements in memory by (prompt text, response), so no pair is judged twice in a
+process. A judge may hold resources (the verifier's sandbox workers): :meth:`Judge.close` frees them.
 """
 
 from __future__ import annotations
@@ -158,6 +162,15 @@ class Judge(ABC):
     def _evaluate(self, items: list[tuple[dict, str]]) -> list[VotedJudgement]:
         """Judge distinct, uncached pairs (one judgement each, in order)."""
 
+    def close(self) -> None:
+        """Free what the judge holds (nothing here; the verifier's sandbox workers)."""
+
+    def __enter__(self) -> "Judge":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 ASSISTANT_MARKER = "<<<assistant>>>"
 
@@ -229,32 +242,126 @@ def _joined(conversation: list[dict], completion: str) -> str:
 
 
 class VerifierJudge(Judge):
-    """IFEval's strict checkers as an exact judge (lm-eval's code, seeded as :mod:`ifplay.ifeval` does).
+    """A judge that checks by execution: IFEval's strict checkers or AutoIF's verification functions.
 
-    Label 1 iff every instruction passes the strict test; ``votes == [label]``; value 1.0 or 0.0.
-    The critique has a model judgement's shape: "Step-by-step verification:", one line per
-    instruction (id, lm-eval's description of it, satisfied / not satisfied), then
-    "Final Judgement: Yes" or "Final Judgement: No".
+    Every judgement has ``votes == [label]`` and a critique in a model judgement's shape:
+    "Step-by-step verification:", one numbered line per check, then "Final Judgement: Yes" or
+    "Final Judgement: No". The kind of a prompt record decides how it is checked:
+
+    - IFEval-style records (``instruction_id_list`` and ``kwargs``): lm-eval's strict checkers
+      (lm-eval's code, seeded as :mod:`ifplay.ifeval` does). Label 1 iff every instruction passes;
+      value 1.0 or 0.0; a line per instruction (id, lm-eval's description, satisfied / not satisfied).
+    - AutoIF records (``eval_func``, :func:`ifplay.autoif.functions_of`): every verification function
+      runs on the response in the verifier sandbox. value = the share of functions that accept the
+      response (an error counts as rejection, as in AutoIF); label 1 iff value > 0.5 (AutoIF's
+      threshold). A line per function saying what it checks (the record's ``back_instruction`` of
+      that function when the back-translation stage wrote one, else the record's ``instruction``)
+      and passed / failed / error (timeout, exception:ValueError, ...): execution feedback the
+      refiner can act on.
+
+    A record with neither raises ``ValueError`` naming its prompt key. The sandbox (``timeout``
+    seconds per call, ``memory_mb`` per worker, ``workers`` processes: one per core by default) is
+    started on the first AutoIF record and kept until :meth:`close`; all AutoIF pairs of one
+    :meth:`judge` call run in one :meth:`ifplay.sandbox.Sandbox.run`. lm-eval is loaded on the
+    first IFEval record.
     """
 
-    def __init__(self):
+    def __init__(self, timeout: float = 3.0, memory_mb: int = 512, workers: int | None = None):
         super().__init__()
-        from ifplay import ifeval
+        if timeout <= 0 or memory_mb < 64:
+            raise ValueError(f"verifier judge: timeout must be > 0 and memory_mb >= 64, got {timeout}, {memory_mb}")
+        self.timeout = float(timeout)
+        self.memory_mb = int(memory_mb)
+        self.workers = workers
+        self._utils = None
+        self._sandbox = None
 
-        self._utils = ifeval._checkers()  # writes punkt_tab before lm-eval is imported, seeds langdetect
+    @property
+    def sandbox(self):
+        """The verifier sandbox, started on first use (one per judge)."""
+        if self._sandbox is None:
+            from ifplay.autoif_stages import make_sandbox
+
+            self._sandbox = make_sandbox(self.timeout, self.memory_mb, self.workers)
+        return self._sandbox
+
+    def close(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()
+            self._sandbox = None
 
     def _evaluate(self, items: list[tuple[dict, str]]) -> list[VotedJudgement]:
-        return [self._verify(record, response) for record, response in items]
+        from ifplay import autoif
+
+        kinds = []
+        for record, _ in items:
+            if "instruction_id_list" in record and "kwargs" in record:
+                kinds.append("ifeval")
+            elif "eval_func" in record or "eval_funcs" in record:
+                if not autoif.functions_of(record):
+                    raise ValueError(f"verifier judge: prompt key {record.get('key')!r} has an empty eval_func "
+                                     "(no verification function to run)")
+                kinds.append("autoif")
+            else:
+                missing = [name for name in ("instruction_id_list", "kwargs") if name not in record]
+                raise ValueError(f"verifier judge: prompt key {record.get('key')!r} has no {' or '.join(missing)} "
+                                 "and no eval_func (only IFEval-style records and AutoIF queries with "
+                                 "verification functions can be verified)")
+        executed = self._execute([pair for pair, kind in zip(items, kinds) if kind == "autoif"])
+        judgements = []
+        for (record, response), kind in zip(items, kinds):
+            judgements.append(self._verify(record, response) if kind == "ifeval"
+                              else self._feedback(record, next(executed)))
+        return judgements
+
+    # -- AutoIF's verification functions --
+    def _execute(self, items: list[tuple[dict, str]]):
+        """Every function of every pair in ONE sandbox run; yields each pair's results in order."""
+        from ifplay import autoif
+
+        functions = [autoif.functions_of(record) for record, _ in items]
+        calls = [((i, f), code, response) for i, ((_, response), codes) in enumerate(zip(items, functions))
+                 for f, code in enumerate(codes)]
+        results = self.sandbox.run(calls) if calls else []
+        by_pair: list[list] = [[] for _ in items]
+        for ((i, _), _, _), result in zip(calls, results):
+            by_pair[i].append(result)
+        return iter(by_pair)
+
+    def _feedback(self, record: dict, results: list) -> VotedJudgement:
+        from ifplay import autoif
+
+        value = autoif.accuracy([r.result for r in results])
+        label = int(value > 0.5)
+        back = record.get("back_instruction") or []
+        lines = ["Step-by-step verification:"]
+        for number, result in enumerate(results, start=1):
+            what = back[number - 1] if number <= len(back) and back[number - 1] else record.get("instruction")
+            what = " ".join(str(what).split()) if what else f"verification function {number}"
+            if result.error is not None:
+                status = f"error ({result.error})"
+            else:
+                status = "passed" if result.result else "failed"
+            lines.append(f"{number}. {what}: {status}")
+        lines.append(f"Final Judgement: {'Yes' if label else 'No'}")
+        critique = "\n".join(lines)
+        return VotedJudgement(label=label, votes=[label], critiques=[critique], critique=critique,
+                              n_invalid=0, tie=False, value=value)
+
+    # -- IFEval's checkers --
+    @property
+    def utils(self):
+        if self._utils is None:
+            from ifplay import ifeval
+
+            self._utils = ifeval._checkers()  # writes punkt_tab before lm-eval is imported, seeds langdetect
+        return self._utils
 
     def _verify(self, record: dict, response: str) -> VotedJudgement:
-        missing = [name for name in ("instruction_id_list", "kwargs") if name not in record]
-        if missing:
-            raise ValueError(f"verifier judge: prompt key {record.get('key')!r} has no {' or '.join(missing)} "
-                             "(only IFEval-style records can be verified)")
-        example = self._utils.InputExample(key=record["key"], instruction_id_list=record["instruction_id_list"],
-                                           prompt=record["prompt"], kwargs=record["kwargs"])
+        example = self.utils.InputExample(key=record["key"], instruction_id_list=record["instruction_id_list"],
+                                          prompt=record["prompt"], kwargs=record["kwargs"])
         random.seed(record["prompt"])  # the same seeding rule as ifplay.ifeval.score
-        passed = self._utils.test_instruction_following_strict(example, response).follow_instruction_list
+        passed = self.utils.test_instruction_following_strict(example, response).follow_instruction_list
         label = int(all(passed))
         lines = ["Step-by-step verification:"]
         for number, (inst_id, description, ok) in enumerate(
@@ -268,7 +375,7 @@ class VerifierJudge(Judge):
     def _descriptions(self, record: dict) -> list[str]:
         """lm-eval's description of each instruction, built with the kwargs the strict test uses."""
         random.seed(record["prompt"])  # descriptions draw defaults at random only for missing kwargs
-        registry = self._utils.instructions_registry.INSTRUCTION_DICT
+        registry = self.utils.instructions_registry.INSTRUCTION_DICT
         descriptions = []
         for inst_id, kwargs in zip(record["instruction_id_list"], record["kwargs"]):
             instruction = registry[inst_id](inst_id)
@@ -308,13 +415,15 @@ def load_template(path: str | Path, kind: str = "judge") -> str:
 def make_judge(kind: str, backend: Backend | None = None, template_path: str | Path | None = None,
                **params) -> Judge:
     """Build a judge by name: ``"model"`` (needs ``backend`` and ``template_path``; ``params`` go to
-    :class:`ModelJudge`) or ``"verifier"`` (takes no parameters)."""
+    :class:`ModelJudge`) or ``"verifier"`` (``params``: the sandbox limits ``timeout``, ``memory_mb``
+    and ``workers`` of :class:`VerifierJudge`)."""
     if kind == "model":
         if backend is None or template_path is None:
             raise ValueError("the model judge needs a backend and a judge template path")
         return ModelJudge(backend, load_template(template_path, "judge"), **params)
     if kind == "verifier":
-        if params:
-            raise ValueError(f"the verifier judge takes no parameters, got {', '.join(sorted(params))}")
-        return VerifierJudge()
+        unknown = sorted(set(params) - {"timeout", "memory_mb", "workers"})
+        if unknown:
+            raise ValueError(f"the verifier judge takes only timeout, memory_mb and workers, got {', '.join(unknown)}")
+        return VerifierJudge(**params)
     raise ValueError(f"unknown judge '{kind}' (choices: {', '.join(JUDGES)})")

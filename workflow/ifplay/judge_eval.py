@@ -66,7 +66,8 @@ def _cmd_judge_eval(args) -> None:
     from ifplay.spar import judge_from_args, refiner_backend
 
     backend = refiner_backend(args)
-    result = evaluate_judge(args.prompts, args.responses, args.out, judge_from_args(args, backend), make_judge("verifier"))
+    with judge_from_args(args, backend) as judge, make_judge("verifier") as oracle:
+        result = evaluate_judge(args.prompts, args.responses, args.out, judge, oracle)
     if args.per_item:
         write_jsonl(args.per_item, result.pop("per_item"))
     else:

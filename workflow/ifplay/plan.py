@@ -42,14 +42,15 @@ STAGE_VERSIONS = {
     "autoif_verifiers": 1,
     "autoif_crossval": 1,
     "autoif_backtrans": 1,
-    "autoif_queries": 1,
+    "autoif_queries": 2,  # 2: queries carry their functions' back_instruction
     "autoif_responses": 1,
     "autoif_verified": 1,
     "autoif_scored": 1,
-    "autoif_data": 1,
+    "autoif_data": 2,  # 2: queries.jsonl carries back_instruction
     "autoif_sft": 1,
     "autoif_online_samples": 1,
     "autoif_online_pairs": 1,
+    "autoif_prompts": 1,
 }
 
 # The main output of each stage kind, relative to its directory (the Snakefile rules use these).
@@ -78,6 +79,7 @@ OUTPUTS = {
     "autoif_sft": "checkpoint",
     "autoif_online_samples": "samples.jsonl",
     "autoif_online_pairs": "dpo_pairs.jsonl",
+    "autoif_prompts": "prompts.jsonl",
 }
 
 # Stages whose counts.json goes into the manifest and tables/autoif_counts.csv, in pipeline order.
@@ -160,6 +162,7 @@ class AutoIFRun:
     """The stages of one AutoIF configuration: the data pipeline, then SFT, offline and online DPO."""
 
     filters: list[Stage]  # the stages with counts.json, in pipeline order
+    data: Stage  # autoif_data: D_train's SFT data, offline pairs and the queries with their functions
     sft: Stage
     offline_dpo: Stage | None
     online: list[tuple[Stage, Stage, Stage]]  # (samples, pairs, DPO model) per online iteration
@@ -274,11 +277,21 @@ class Plan:
 
     def _add_spar(self, base: Stage, actor: Stage, refiner: Stage) -> None:
         """SPaR iterations from M_0 = ``actor`` and R_0 = ``refiner``: M_{t+1} = DPO(M_t) on refined
-        pairs, R_{t+1} = RFT(R_t); each R_t is also scored as a judge on ``base``'s held-out answers."""
+        pairs, R_{t+1} = RFT(R_t); each R_t is also scored as a judge on ``base``'s held-out answers.
+        The prompt pool is ``data.train_prompts`` or, with ``spar.prompt_source: autoif``, the AutoIF
+        pipeline's queries with their verification functions (which the verifier judge runs)."""
         spar = self.config["spar"]
         backend = self.config["backend"]["name"]
         runtime = self.backend_runtime()
-        pool = self.add(self._prompt_set("train_prompts", spar["prompt_limit"]))
+        autoif_pool = spar["prompt_source"] == "autoif"
+        if autoif_pool:
+            if self.autoif is None:
+                raise ConfigError("spar.prompt_source: 'autoif' takes SPaR's prompts from the AutoIF pipeline's "
+                                  "queries, so it needs autoif.enabled: true (or set spar.prompt_source: "
+                                  "train_prompts)")
+            pool = self.add(Stage("autoif_prompts", {"limit": spar["prompt_limit"]}, {"queries": self.autoif.data}))
+        else:
+            pool = self.add(self._prompt_set("train_prompts", spar["prompt_limit"]))
         judge = dict(spar["judge"])
         judge_template, judge_path = self._local_file(judge.pop("template"), "spar.judge.template")
         # the refiner as a judge always judges as the model judge does, whoever judges in training
@@ -287,6 +300,8 @@ class Plan:
         refine_template, refine_path = self._local_file(search.pop("template"), "spar.search.template")
         if judge["kind"] == "verifier":  # the oracle reads no model and no sampling settings
             judge = {"kind": "verifier"}
+            if autoif_pool:  # it runs the queries' functions in the sandbox, with AutoIF's limits
+                judge["sandbox"] = self.config["autoif"]["sandbox"]
         else:
             judge["template"] = judge_template
         search["template"] = refine_template
@@ -434,7 +449,7 @@ class Plan:
             online.append((samples, pairs, policy))
             filters.append(pairs)
             self.models.append((f"{label}-AutoIF-Online-DPO", t + 1, policy))
-        self.autoif = AutoIFRun(filters, sft, offline, online)
+        self.autoif = AutoIFRun(filters, data, sft, offline, online)
 
     def _nli_model(self, path: str) -> tuple[dict, str]:
         """An NLI classifier directory: its config and weights' hashes (hashed) and its path (runtime)."""

@@ -252,6 +252,10 @@ def add_judge_args(p) -> None:
     p.add_argument("--judge-top-p", type=float, default=1.0)
     p.add_argument("--judge-max-new-tokens", type=int, default=2048)
     p.add_argument("--tie-resamples", type=int, default=3, help="re-draw tied votes up to this many times")
+    p.add_argument("--verifier-timeout", type=float, default=3.0,
+                   help="verifier judge: wall-clock seconds per AutoIF verification function call")
+    p.add_argument("--verifier-memory-mb", type=int, default=512,
+                   help="verifier judge: address-space limit per sandbox worker")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="transformers")
     p.add_argument("--batch-size", type=int, default=16)
@@ -271,8 +275,9 @@ def refiner_backend(args):
 def judge_from_args(args, backend):
     from ifplay.judge import make_judge
 
-    if args.judge == "verifier":
-        return make_judge("verifier")
+    if args.judge == "verifier":  # sandbox workers (AutoIF functions): one per thread of the job
+        return make_judge("verifier", timeout=args.verifier_timeout, memory_mb=args.verifier_memory_mb,
+                          workers=args.threads)
     return make_judge("model", backend, args.judge_template, votes=args.votes, temperature=args.judge_temperature,
                       top_p=args.judge_top_p, max_new_tokens=args.judge_max_new_tokens, seed=args.seed,
                       tie_resamples=args.tie_resamples)
@@ -282,7 +287,8 @@ def _cmd_judge(args) -> None:
     import json
 
     backend = refiner_backend(args) if args.judge == "model" else None
-    judged = judge_responses(args.prompts, args.responses, args.out, judge_from_args(args, backend))
+    with judge_from_args(args, backend) as judge:
+        judged = judge_responses(args.prompts, args.responses, args.out, judge)
     print(json.dumps(judgement_counts(judged)))
 
 
@@ -298,8 +304,9 @@ def _cmd_search(args) -> None:
     roots = mine_negatives(judged, prompts, args.negatives_per_prompt, args.seed)
     config = SearchConfig(**{f.name: getattr(args, f.name) for f in fields(SearchConfig)})
     backend = refiner_backend(args)
-    search = TreeSearch(backend, judge_from_args(args, backend), load_template(args.refine_template, "refine"), config)
-    results = search_negatives(search, roots, args.out)
+    with judge_from_args(args, backend) as judge:
+        search = TreeSearch(backend, judge, load_template(args.refine_template, "refine"), config)
+        results = search_negatives(search, roots, args.out)
     counts = {"negatives": len(roots), **search_counts([r.to_json() for r in results]),
               "refiner_calls": search.backend_calls, "judge_calls": search.judge_calls,
               "judge_cache_hits": search.judge.cache_hits}
@@ -331,7 +338,8 @@ def _cmd_data(args) -> None:
 def add_cli(sub) -> None:
     """Register ``spar-judge``, ``spar-search`` and ``spar-data`` on the ``ifplay`` subparsers."""
     p = sub.add_parser("spar-judge", help="SPaR: voted judgements of sampled responses (resumable)")
-    p.add_argument("--prompts", required=True, help="prompt records JSONL (key, prompt[, instruction ids])")
+    p.add_argument("--prompts", required=True,
+                   help="prompt records JSONL (key, prompt[, instruction ids and kwargs | eval_func])")
     p.add_argument("--responses", required=True, help="responses JSONL (key, sample, prompt, response)")
     p.add_argument("--out", required=True, help="judged responses JSONL")
     add_judge_args(p)

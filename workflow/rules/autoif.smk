@@ -1,6 +1,7 @@
 # AutoIF (arXiv 2406.13542): the supervisor writes instructions, verifiers and responses; the
 # verifier sandbox executes the verifiers; each filter writes counts.json (kept and dropped).
 # Then SFT(base) on D_train, offline DPO(SFT) and online DPO iterations (actor_dpo in spar.smk).
+# autoif_prompts turns the queries into SPaR's prompt pool (spar.prompt_source: autoif).
 
 
 rule autoif_instructions:
@@ -308,3 +309,23 @@ rule autoif_online_pairs:
         " --counts {output.counts} --chosen-min {params.pairs[chosen_min]} --rejected-max {params.pairs[rejected_max]}"
         " --pairs-per-side {params.pairs[per_side]} --seed {params.seed} {params.sandbox} --workers {threads}"
         " > {log} 2>&1"
+
+
+rule autoif_prompts:
+    input:
+        queries=upstream("queries", "queries.jsonl"),
+    output:
+        prompts=stage_output("autoif_prompts"),
+    params:
+        limit=lambda wildcards: PLAN.stage(wildcards.key).config["limit"] or 0,
+    log:
+        "logs/autoif_prompts/{key}.log",
+    benchmark:
+        "logs/autoif_prompts/{key}.benchmark.tsv"
+    conda:
+        "../../envs/bookkeeping.yaml"
+    threads: THREADS["bookkeeping"]
+    resources:
+        **RESOURCES["bookkeeping"],
+    shell:
+        "ifplay autoif-prompts --queries {input.queries} --limit {params.limit} --out {output.prompts} > {log} 2>&1"

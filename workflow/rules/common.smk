@@ -89,6 +89,9 @@ def judge_args(wildcards):
         args += [f"--judge-template {stage.runtime['judge_template']}", f"--votes {judge['votes']}",
                  f"--judge-temperature {judge['temperature']}", f"--judge-top-p {judge['top_p']}",
                  f"--judge-max-new-tokens {judge['max_new_tokens']}", f"--tie-resamples {judge['tie_resamples']}"]
+    elif "sandbox" in judge:  # the verifier judge runs AutoIF's verification functions
+        args += [f"--verifier-timeout {judge['sandbox']['timeout']}",
+                 f"--verifier-memory-mb {judge['sandbox']['memory_mb']}"]
     return " ".join(args)
 
 
