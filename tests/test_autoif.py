@@ -315,3 +315,26 @@ def test_spar_pool_needs_queries_with_functions(tmp_path):
     with pytest.raises(RecordError, match="no AutoIF queries"):
         autoif_stages.spar_prompts(str(tmp_path / "empty.jsonl"), str(tmp_path / "out.jsonl"), 5)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_nearest_examples_put_the_closest_last():
+    pool = [{"instruction": "Answer in fewer than 10 words"}, {"instruction": "Write in capital letters only"},
+            {"instruction": "Write in lowercase letters only"}, {"instruction": "Use no commas"}]
+    chosen = autoif.nearest_examples("Write your entire response in capital letters", pool, 2)
+    assert [e["instruction"] for e in chosen] == ["Write in lowercase letters only", "Write in capital letters only"]
+    example = {"instruction": "Use no commas", "func": "def evaluate(response):\n    return ',' not in response",
+               "cases": [{"input": "a, b", "output": False}]}
+    text = autoif.format_example(example)
+    assert text.splitlines()[0] == "Instruction: Use no commas"
+    assert autoif.parse_verifier_answer(text.splitlines()[1]).cases == [["a, b", False]]
+
+
+def test_shipped_worked_examples_pass_their_own_cases_in_the_sandbox():
+    from ifplay.sandbox import Sandbox
+
+    path = Path(__file__).resolve().parents[1] / "config" / "prompts" / "autoif_verifier_examples.jsonl"
+    examples = autoif_stages.load_examples(str(path))
+    items = [((i, j), e["func"], c["input"]) for i, e in enumerate(examples) for j, c in enumerate(e["cases"])]
+    with Sandbox(workers=1) as box:
+        results = box.run(items)
+    assert [r.result for r in results] == [examples[i]["cases"][j]["output"] for (i, j), _, _ in items]

@@ -93,3 +93,20 @@ def test_assistant_prefill_is_continued(backend):
     assert rendered.endswith("<|im_start|>assistant\nFinal Judgement:")
     [[completion]] = backend.chat([conversation], SamplingParams(max_new_tokens=4))
     assert not completion.startswith("Final Judgement")  # only the continuation comes back
+
+
+def test_stop_strings_end_completions_before_the_stop(backend):
+    prompts = ["Write three short lines about the sea, one per line.", "List four fruits, one per line."]
+    free = chat(backend, prompts, max_new_tokens=48)
+    stopped = chat(backend, prompts, max_new_tokens=48, stop=("\n",))
+    for full, cut in zip(free, stopped):
+        assert "\n" not in cut[0]
+        assert full[0].startswith(cut[0])  # greedy: the same text, cut at the first newline
+    assert any("\n" in full[0] for full in free)
+
+
+def test_stop_must_be_strings():
+    assert SamplingParams(stop=["a"]).stop == ("a",)
+    assert SamplingParams(stop=("]}",)).cut('{"a": [1]} tail') == '{"a": [1'
+    with pytest.raises(ValueError, match="stop"):
+        SamplingParams(stop="\n")
