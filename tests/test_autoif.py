@@ -201,8 +201,9 @@ def test_data_and_online_pairs(tmp_path):
                  "cases": [["all lower", True], ["Has Upper", False]], "case_pass_rates": [1.0, 0.0],
                  "gpt-answer": ["it scatters light.", "It Scatters.", "it is blue.", "It is."],
                  "accuracies": [1.0, 0.0, 1.0, 0.0], "kept": [0, 2]},
-                {"key": "q1", "instruction": "Write in lowercase", "query": "Hi there friend",
-                 "prompt": "...", "eval_func": [[LOWER, 1.0]], "cases": [], "case_pass_rates": [],
+                {"key": "q1", "instruction": "Be brief", "query": "Hi there friend",  # not in D_train
+                 "prompt": "...", "eval_func": [[LOWER, 1.0]], "cases": [["ok", True], ["Not OK", False]],
+                 "case_pass_rates": [1.0, 0.0],
                  "gpt-answer": ["Hello"], "accuracies": [0.0], "kept": []}]
     write_jsonl(tmp_path / "verified.jsonl", verified)
     write_jsonl(tmp_path / "scored.jsonl", [
@@ -216,10 +217,10 @@ def test_data_and_online_pairs(tmp_path):
     assert [r["messages"][1]["content"] for r in sft] == ["it scatters light."]
     assert sft[0]["messages"][0]["content"] == "Why is the sky blue? Write in lowercase."
     pairs = read_jsonl(f["pairs.jsonl"])
-    assert Counter(p["level"] for p in pairs) == {"query": 4, "instruction": 1}
+    assert Counter(p["level"] for p in pairs) == {"query": 4, "instruction": 2}  # both instructions' cases
     assert {p["chosen"][0]["content"] for p in pairs if p["level"] == "query"} == {"it scatters light.", "it is blue."}
-    assert counts == {"queries": 1, "pairs_query_level": 4, "pairs_instruction_level": 1, "sft_examples": 1,
-                      "dpo_pairs": 5, "online_queries": 1}
+    assert counts == {"queries": 1, "pairs_query_level": 4, "pairs_instruction_level": 2, "sft_examples": 1,
+                      "dpo_pairs": 6, "online_queries": 1}
     write_jsonl(tmp_path / "samples.jsonl", [
         {"key": "q0", "sample": 0, "response": "all good here."}, {"key": "q0", "sample": 1, "response": "Not Good"},
         {"key": "q0", "sample": 2, "response": "Also Not"}])

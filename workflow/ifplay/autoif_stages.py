@@ -479,10 +479,11 @@ def score_responses(verified_path: str, out: str, counts_path: str, supervisor: 
 def build_data(verified_path: str, scored_path: str | None, sft_out: str, pairs_out: str, queries_out: str,
                counts_path: str, chosen_min: float, rejected_max: float, per_side: int, instruction_level: bool,
                seed: int = 0) -> dict:
-    """D_train as SFT conversations; offline DPO pairs at query level (chosen accuracy >= ``chosen_min``,
-    rejected <= ``rejected_max``) and, with ``instruction_level``, at instruction level (test cases
-    most functions accept vs cases none accepts, the instruction as prompt); and the D_train queries
-    with their functions for online DPO. Without ``scored_path`` (quality filter off) every
+    """D_train as SFT conversations; offline DPO pairs at query level (for every verified query:
+    responses with accuracy >= ``chosen_min`` over those <= ``rejected_max``) and, with
+    ``instruction_level``, at instruction level (for every cross-validated instruction: test cases
+    most functions accept over cases none accepts, the instruction as prompt); and the D_train
+    queries with their functions for online DPO. Without ``scored_path`` (quality filter off) every
     execution-verified response is in D_train."""
     verified = read_jsonl(verified_path, required=("eval_func", "gpt-answer", "accuracies", "kept"))
     if scored_path:
@@ -498,27 +499,28 @@ def build_data(verified_path: str, scored_path: str | None, sft_out: str, pairs_
         key = record.get("key", str(i))
         instruction, query = _query_fields(record)
         user = autoif.train_prompt(query, instruction)
-        good = [r for t, r in enumerate(record["gpt-answer"]) if (key, r) in keep]
-        if not good:
-            continue
-        counts["queries"] += 1
-        for response in autoif.unique(good):
-            sft.append({"messages": autoif.conversation(user, response), "key": key})
-        chosen = [r for r, a in zip(record["gpt-answer"], record["accuracies"]) if a >= chosen_min]
-        rejected = [r for r, a in zip(record["gpt-answer"], record["accuracies"]) if a <= rejected_max]
-        for c, r in autoif.pair_up(chosen, rejected, rng, per_side):
-            pairs.append(autoif.dpo_record(user, c, r, key=key, level="query"))
-            counts["pairs_query_level"] += 1
-        queries.append({"key": key, "prompt": user, "instruction": instruction, "query": query,
-                        "eval_func": record["eval_func"], **_back_translation(record)})
         if instruction_level and instruction not in instructions_seen and record.get("case_pass_rates"):
-            instructions_seen.add(instruction)
+            instructions_seen.add(instruction)  # every cross-validated instruction, once
             cases = [c[0] for c in record["cases"]]
             wins = [c for c, rate in zip(cases, record["case_pass_rates"]) if rate > 0.5]
             losses = [c for c, rate in zip(cases, record["case_pass_rates"]) if rate == 0]
             for c, r in autoif.pair_up(wins, losses, rng, per_side):
                 pairs.append(autoif.dpo_record(instruction, c, r, key=f"{key}:cases", level="instruction"))
                 counts["pairs_instruction_level"] += 1
+        # query level: every verified query with a response most functions accept and one none accepts
+        chosen = [r for r, a in zip(record["gpt-answer"], record["accuracies"]) if a >= chosen_min]
+        rejected = [r for r, a in zip(record["gpt-answer"], record["accuracies"]) if a <= rejected_max]
+        for c, r in autoif.pair_up(chosen, rejected, rng, per_side):
+            pairs.append(autoif.dpo_record(user, c, r, key=key, level="query"))
+            counts["pairs_query_level"] += 1
+        good = [r for t, r in enumerate(record["gpt-answer"]) if (key, r) in keep]
+        if not good:
+            continue
+        counts["queries"] += 1  # in D_train
+        for response in autoif.unique(good):
+            sft.append({"messages": autoif.conversation(user, response), "key": key})
+        queries.append({"key": key, "prompt": user, "instruction": instruction, "query": query,
+                        "eval_func": record["eval_func"], **_back_translation(record)})
     counts.update(sft_examples=len(sft), dpo_pairs=len(pairs), online_queries=len(queries))
     write_jsonl(sft_out, sft)
     write_jsonl(pairs_out, pairs)

@@ -46,7 +46,7 @@ STAGE_VERSIONS = {
     "autoif_responses": 1,
     "autoif_verified": 1,
     "autoif_scored": 1,
-    "autoif_data": 2,  # 2: queries.jsonl carries back_instruction
+    "autoif_data": 3,  # 2: queries.jsonl carries back_instruction; 3: pairs from every verified query and instruction
     "autoif_sft": 1,
     "autoif_online_samples": 1,
     "autoif_online_pairs": 1,
