@@ -41,11 +41,11 @@ $(VENV_VLLM)/.installed: pyproject.toml
 	# torch first (2.13.0 resolves to the local CPU build); vLLM wants transformers<5.20
 	$(VENV_VLLM)/bin/python -m pip install --quiet torch==2.13.0
 	$(VENV_VLLM)/bin/python -m pip install --quiet '$(VLLM_PACKAGE)' 'transformers<5.20' 'pytest==9.2.0'
-	# torchvision/torchaudio come along and fail to import beside the CPU torch; vLLM's text models need neither
-	$(VENV_VLLM)/bin/python -m pip uninstall --yes --quiet torchvision torchaudio
+	# torchvision/torchaudio/torchcodec come along and fail to load beside the CPU torch; text models need none
+	$(VENV_VLLM)/bin/python -m pip uninstall --yes --quiet torchvision torchaudio torchcodec
 	# ifplay itself, without the main environment's pins (vLLM brings what the backends import)
 	$(VENV_VLLM)/bin/python -m pip install --quiet --no-deps -e .
-	$(VENV_VLLM)/bin/python -c "import vllm, ifplay.backends.vllm_backend, ifplay.cli"
+	$(VENV_VLLM)/bin/python -c "from vllm import LLM; import ifplay.backends.vllm_backend, ifplay.cli"
 	touch $@
 
 run: install

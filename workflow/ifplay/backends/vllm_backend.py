@@ -14,9 +14,10 @@ and samples follow the engine's random stream: reproducible for the same engine 
 sequence of calls only. Results are reproducible on one machine and vLLM version; GPU kernels and
 batch composition may change sampled (rarely greedy) tokens between machines.
 
-Environment (CPU build): ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) and
-``VLLM_CPU_OMP_THREADS_BIND`` (cores for the OpenMP threads, default "auto") govern the engine;
-``threads`` is not used. Engine start-up spawns worker processes: scripts that build this backend
+CPU build: ``gpu_memory_utilization`` is the share of the NUMA node's RAM the engine reserves
+(default here 0.3; 0.9 on GPUs); ``VLLM_CPU_OMP_THREADS_BIND`` (cores for the OpenMP threads,
+default "auto") governs the cores; ``threads`` is not used. ``dtype="auto"`` loads a float32
+checkpoint as bfloat16 on the CPU build; pass "float32" to decode as the transformers backend does. Engine start-up spawns worker processes: scripts that build this backend
 need an ``if __name__ == "__main__":`` guard.
 """
 
@@ -28,6 +29,10 @@ import os
 from ifplay.backends.base import Backend, Conversation, SamplingParams
 
 log = logging.getLogger(__name__)
+
+# vLLM's CPU build reserves gpu_memory_utilization x (the NUMA node's RAM) for weights and KV cache
+# and refuses to start when that much is not free; 0.9 (the GPU default) rarely is.
+CPU_MEMORY_UTILIZATION = 0.3
 
 
 def _reseed_worker(worker, seed: int) -> None:
@@ -41,13 +46,17 @@ class VLLMBackend(Backend):
     name = "vllm"
 
     def __init__(self, model_path: str, batch_size: int = 16, max_prompt_tokens: int = 2048,
-                 threads: int | None = None, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
-                 max_model_len: int | None = None, seed: int = 0, dtype: str = "auto", reseed: bool = True):
+                 threads: int | None = None, tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float | None = None, max_model_len: int | None = None, seed: int = 0,
+                 dtype: str = "auto", reseed: bool = True):
         # the per-call reseed sends a function to the engine's own worker processes (local IPC)
         if reseed:
             os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         from vllm import LLM
+        from vllm.platforms import current_platform
 
+        if gpu_memory_utilization is None:  # on the CPU build it is the share of the NUMA node's RAM
+            gpu_memory_utilization = CPU_MEMORY_UTILIZATION if current_platform.is_cpu() else 0.9
         self.max_prompt_tokens = max_prompt_tokens
         self.reseed = reseed
         kwargs = dict(model=model_path, tokenizer=model_path, seed=seed, dtype=dtype,
