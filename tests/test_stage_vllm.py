@@ -17,7 +17,7 @@ from ifplay.sources import load_prompts
 pytestmark = pytest.mark.slow
 
 IFPLAY_VLLM = REPO / ".venv-vllm" / "bin" / "ifplay"
-LIMIT, MAX_NEW_TOKENS = 8, 96
+LIMIT, MAX_NEW_TOKENS = 8, 64
 
 
 def generate(ifplay: str, backend: str, model, prompts, out, **extra) -> list[dict]:
@@ -35,7 +35,7 @@ def test_eval_responses_stage_with_vllm(smollm2, tmp_path):
     prompts = load_prompts("builtin:dev", LIMIT)
     path = tmp_path / "prompts.jsonl"
     write_jsonl(path, prompts)
-    options = json.dumps({"max_model_len": 2048})
+    options = json.dumps({"max_model_len": 2048, "dtype": "float32"})  # as the transformers backend decodes
     with_vllm = generate(str(IFPLAY_VLLM), "vllm", smollm2, path, tmp_path / "vllm.jsonl", backend_options=options)
     with_hf = generate("ifplay", "transformers", smollm2, path, tmp_path / "hf.jsonl")
     assert [r["key"] for r in with_vllm] == [p["key"] for p in prompts]
@@ -46,5 +46,6 @@ def test_eval_responses_stage_with_vllm(smollm2, tmp_path):
     print(json.dumps({"identical_responses": f"{same}/{LIMIT}",
                       **{name: result.percent() for name, result in scores.items()}}, indent=1))
     assert scores["vllm"].num_prompts == LIMIT
-    # greedy float32 on both: the same answers, up to late near-tie flips between kernels
+    # greedy float32 on both: the same answers, up to late near-tie flips between kernels (with the
+    # CPU build's default bfloat16 only about 1 in 8 answers of 96 tokens stays identical)
     assert same >= LIMIT // 2
