@@ -52,7 +52,7 @@ def server(smollm2, tmp_path_factory):
         proc = subprocess.Popen([str(PYTHON_VLLM), "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2),
                                  "--host", "127.0.0.1", "--port", str(port),
                                  "--max-model-len", "2048", "--seed", "0", "--gpu-memory-utilization", "0.3",
-                                 "--dtype", "float32"],
+                                 "--dtype", "float32", "--enforce-eager"],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 600

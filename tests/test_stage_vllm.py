@@ -35,7 +35,7 @@ def test_eval_responses_stage_with_vllm(smollm2, tmp_path):
     prompts = load_prompts("builtin:dev", LIMIT)
     path = tmp_path / "prompts.jsonl"
     write_jsonl(path, prompts)
-    options = json.dumps({"max_model_len": 2048, "dtype": "float32"})  # as the transformers backend decodes
+    options = json.dumps({"max_model_len": 2048, "dtype": "float32", "enforce_eager": True})  # as the transformers backend decodes
     with_vllm = generate(str(IFPLAY_VLLM), "vllm", smollm2, path, tmp_path / "vllm.jsonl", backend_options=options)
     with_hf = generate("ifplay", "transformers", smollm2, path, tmp_path / "hf.jsonl")
     assert [r["key"] for r in with_vllm] == [p["key"] for p in prompts]
