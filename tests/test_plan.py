@@ -38,6 +38,18 @@ def test_experiment_name_and_runtime_settings_do_not_change_keys():
     base = set(plan().stages)
     assert set(plan(experiment="other").stages) == base
     assert set(plan(backend={"batch_size": 3, "max_prompt_tokens": 999}).stages) == base
+    assert set(plan(backend={"vllm": {"max_model_len": 4096}, "openai": {"max_concurrency": 2}}).stages) == base
+
+
+def test_backend_settings_reach_generating_stages_as_runtime_options():
+    openai = plan(backend={"name": "openai", "openai": {"base_url": "http://h:1/v1", "max_concurrency": 3}})
+    assert set(openai.stages).isdisjoint(
+        key for key, stage in plan().stages.items() if stage.kind == "eval_responses")  # name is in the key
+    [options] = {stage.runtime["backend_options"] for stage in openai.stages.values() if stage.kind == "eval_responses"}
+    options = json.loads(options)
+    assert options["base_url"] == "http://h:1/v1" and options["max_concurrency"] == 3
+    default = {stage.runtime["backend_options"] for stage in plan().stages.values() if stage.kind == "eval_responses"}
+    assert default == {"{}"}  # transformers takes no extra settings
 
 
 def test_eval_only_overlay_shares_everything_upstream():

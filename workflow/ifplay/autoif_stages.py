@@ -45,9 +45,9 @@ class Supervisor:
     """The model that writes AutoIF's data, built lazily (a resumed stage may need no generation)."""
 
     def __init__(self, model: str, backend: str = "transformers", batch_size: int = 16,
-                 max_prompt_tokens: int = 2048, threads: int | None = None):
+                 max_prompt_tokens: int = 2048, threads: int | None = None, backend_options: dict | None = None):
         self.args = dict(model=model, backend=backend, batch_size=batch_size,
-                         max_prompt_tokens=max_prompt_tokens, threads=threads)
+                         max_prompt_tokens=max_prompt_tokens, threads=threads, options=backend_options)
         self._engine = None
 
     @property
@@ -57,7 +57,8 @@ class Supervisor:
 
             a = self.args
             self._engine = make_backend(a["backend"], a["model"], batch_size=a["batch_size"],
-                                        max_prompt_tokens=a["max_prompt_tokens"], threads=a["threads"])
+                                        max_prompt_tokens=a["max_prompt_tokens"], threads=a["threads"],
+                                        options=a["options"])
         return self._engine
 
     def close(self) -> None:
@@ -592,7 +593,10 @@ def _stop_list(text: str) -> list[str]:
 
 
 def _supervisor(args) -> Supervisor:
-    return Supervisor(args.model, args.backend, args.batch_size, args.max_prompt_tokens, args.threads)
+    from ifplay.backends import parse_options
+
+    return Supervisor(args.model, args.backend, args.batch_size, args.max_prompt_tokens, args.threads,
+                      parse_options(args.backend_options))
 
 
 def _params(args, n: int | None = None) -> SamplingParams:
@@ -679,6 +683,7 @@ def add_cli(sub) -> None:
     def model_args(p, n=1, temperature=0.7, max_new_tokens=256, required=True):
         p.add_argument("--model", required=required, help="supervisor checkpoint directory")
         p.add_argument("--backend", default="transformers")
+        p.add_argument("--backend-options", default=None, help="JSON object of backend settings (config backend.vllm / backend.openai)")
         p.add_argument("--batch-size", type=int, default=16)
         p.add_argument("--max-prompt-tokens", type=int, default=2048)
         p.add_argument("--threads", type=int, default=None)

@@ -41,14 +41,14 @@ def cmd_prepare_prompts(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from ifplay.backends import SamplingParams
+    from ifplay.backends import SamplingParams, parse_options
     from ifplay.generation import generate_responses
 
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                             n=args.n, seed=args.seed)
     records = generate_responses(args.model, args.prompts, args.out, args.backend, params,
                                  batch_size=args.batch_size, max_prompt_tokens=args.max_prompt_tokens,
-                                 threads=args.threads)
+                                 threads=args.threads, backend_options=parse_options(args.backend_options))
     print(f"{len(records)} responses -> {args.out}")
 
 
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", required=True, help="JSONL with key and prompt")
     p.add_argument("--out", required=True, help="responses JSONL: key, sample, prompt, response")
     p.add_argument("--backend", default="transformers")
+    p.add_argument("--backend-options", default=None, help="JSON object of backend settings (config backend.vllm / backend.openai)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=256)

@@ -23,7 +23,7 @@ def user_turn(prompt: str) -> list[dict]:
 
 def generate_responses(model: str, prompts_path: str, out: str, backend: str, params: SamplingParams, *,
                        batch_size: int = 16, max_prompt_tokens: int = 2048, threads: int | None = None,
-                       chunk_batches: int = 1) -> list[dict]:
+                       chunk_batches: int = 1, backend_options: dict | None = None) -> list[dict]:
     prompts = read_jsonl(prompts_path, required=("key", "prompt"))
     journal = Checkpoint(out, id_field="key")
     todo = [p for p in prompts if p["key"] not in journal.done]
@@ -31,7 +31,7 @@ def generate_responses(model: str, prompts_path: str, out: str, backend: str, pa
         log.info("resuming: %d of %d prompts already done", len(prompts) - len(todo), len(prompts))
     if todo:
         engine = make_backend(backend, model, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens,
-                              threads=threads)
+                              threads=threads, options=backend_options)
         chunk = batch_size * chunk_batches
         with engine, tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="generate", unit="prompt") as bar:
             for start in range(0, len(todo), chunk):

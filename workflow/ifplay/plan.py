@@ -217,8 +217,11 @@ class Plan:
         return self.stages.setdefault(stage.key, stage)
 
     def backend_runtime(self) -> dict:
+        """Runtime settings of the generating stages (not hashed): batch size, prompt cap and the
+        chosen backend's own settings (``backend.vllm`` / ``backend.openai``) as a JSON object."""
         backend = self.config["backend"]
-        return {"batch_size": backend["batch_size"], "max_prompt_tokens": backend["max_prompt_tokens"]}
+        return {"batch_size": backend["batch_size"], "max_prompt_tokens": backend["max_prompt_tokens"],
+                "backend_options": json.dumps(backend.get(backend["name"], {}), sort_keys=True)}
 
     def _eval_responses(self, model: Stage, prompts: Stage) -> Stage:
         """Greedy responses of ``model`` to ``prompts`` (the evaluation decoding)."""

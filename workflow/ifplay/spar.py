@@ -258,18 +258,20 @@ def add_judge_args(p) -> None:
                    help="verifier judge: address-space limit per sandbox worker")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="transformers")
+    p.add_argument("--backend-options", default=None, help="JSON object of backend settings (config backend.vllm / backend.openai)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-prompt-tokens", type=int, default=2048)
     p.add_argument("--threads", type=int, default=None)
 
 
 def refiner_backend(args):
-    from ifplay.backends import make_backend
+    from ifplay.backends import make_backend, parse_options
 
     if not args.refiner:
         return None
     return make_backend(args.backend, args.refiner, batch_size=args.batch_size,
-                        max_prompt_tokens=args.max_prompt_tokens, threads=args.threads)
+                        max_prompt_tokens=args.max_prompt_tokens, threads=args.threads,
+                        options=parse_options(args.backend_options))
 
 
 def judge_from_args(args, backend):

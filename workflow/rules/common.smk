@@ -82,7 +82,8 @@ def judge_args(wildcards):
     """Command-line flags of the judge a SPaR stage uses (spar-judge, spar-search)."""
     stage = PLAN.stage(wildcards.key)
     judge = stage.config["judge"]
-    args = [f"--judge {judge['kind']}", f"--seed {stage.config['seed']}", f"--backend {stage.config['backend']}"]
+    args = [f"--judge {judge['kind']}", f"--seed {stage.config['seed']}", f"--backend {stage.config['backend']}",
+            f"--backend-options {shlex.quote(stage.runtime['backend_options'])}"]
     if judge["kind"] == "model":
         if "refiner" in stage.inputs and stage.kind in ("spar_judged", "judge_eval"):
             args.append(f"--refiner {stage.inputs['refiner'].output}")
@@ -116,7 +117,8 @@ def supervisor_args(section, n_key=None):
     def lookup(wildcards):
         stage = PLAN.stage(wildcards.key)
         settings = stage.config[section]
-        flags = [f"--backend {stage.config['backend']}", f"--seed {stage.config['seed']}",
+        flags = [f"--backend {stage.config['backend']}",
+                 f"--backend-options {shlex.quote(stage.runtime['backend_options'])}", f"--seed {stage.config['seed']}",
                  f"--batch-size {stage.runtime['batch_size']}",
                  f"--max-prompt-tokens {stage.runtime['max_prompt_tokens']}"]
         flags += [f"--{name.replace('_', '-')} {settings[name]}" for name in ("temperature", "top_p", "max_new_tokens")

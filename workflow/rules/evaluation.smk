@@ -11,6 +11,7 @@ rule eval_responses:
         max_new_tokens=setting("decoding", "max_new_tokens"),
         batch_size=runtime("batch_size"),
         max_prompt_tokens=runtime("max_prompt_tokens"),
+        backend_options=runtime("backend_options"),
     log:
         "logs/eval_responses/{key}.log",
     benchmark:
@@ -22,7 +23,8 @@ rule eval_responses:
         **RESOURCES["generation"],
     shell:
         "ifplay generate --model {input.model} --prompts {input.prompts} --out {output.responses}"
-        " --backend {params.backend} --temperature {params.temperature} --top-p {params.top_p}"
+        " --backend {params.backend} --backend-options {params.backend_options:q}"
+        " --temperature {params.temperature} --top-p {params.top_p}"
         " --max-new-tokens {params.max_new_tokens} --batch-size {params.batch_size}"
         " --max-prompt-tokens {params.max_prompt_tokens} --threads {threads} > {log} 2>&1"
 

@@ -17,6 +17,7 @@ rule spar_samples:
         seed=setting("seed"),
         batch_size=runtime("batch_size"),
         max_prompt_tokens=runtime("max_prompt_tokens"),
+        backend_options=runtime("backend_options"),
     log:
         "logs/spar_samples/{key}.log",
     benchmark:
@@ -28,7 +29,8 @@ rule spar_samples:
         **RESOURCES["generation"],
     shell:
         "ifplay generate --model {input.model} --prompts {input.prompts} --out {output.samples}"
-        " --backend {params.backend} --n {params.k} --temperature {params.temperature} --top-p {params.top_p}"
+        " --backend {params.backend} --backend-options {params.backend_options:q}"
+        " --n {params.k} --temperature {params.temperature} --top-p {params.top_p}"
         " --max-new-tokens {params.max_new_tokens} --seed {params.seed} --batch-size {params.batch_size}"
         " --max-prompt-tokens {params.max_prompt_tokens} --threads {threads} > {log} 2>&1"
 
