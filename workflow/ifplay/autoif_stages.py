@@ -109,20 +109,25 @@ def make_sandbox(timeout: float, memory_mb: int, workers: int | None = None):
     return Sandbox(workers=workers, call_timeout=timeout, memory_mb=memory_mb, strict=strict)
 
 
-def run_functions(jobs: list[tuple[list[str], list[str]]], timeout: float, memory_mb: int,
-                  workers: int | None = None) -> list[list[list[bool | None]]]:
-    """For each job ``(functions, texts)``: ``results[f][t]`` of every function on every text, all jobs
-    in one sandbox run (``None`` = any error)."""
+def execute(box, jobs: list[tuple[list[str], list[str]]], progress: bool = False) -> list[list[list]]:
+    """For each job ``(functions, texts)``: the sandbox :class:`~ifplay.sandbox.Result` of every function
+    on every text (``[f][t]``), all jobs in one ``box.run``."""
     items = [((j, f, t), code, text) for j, (funcs, texts) in enumerate(jobs)
              for f, code in enumerate(funcs) for t, text in enumerate(texts)]
     out = [[[None] * len(texts) for _ in funcs] for funcs, texts in jobs]
-    if not items:
-        return out
-    with make_sandbox(timeout, memory_mb, workers) as box:
-        results = box.run(items, progress=True)
-    for ((j, f, t), _, _), result in zip(items, results):
-        out[j][f][t] = result.result
+    for ((j, f, t), _, _), result in zip(items, box.run(items, progress=progress) if items else []):
+        out[j][f][t] = result
     return out
+
+
+def run_functions(jobs: list[tuple[list[str], list[str]]], timeout: float, memory_mb: int,
+                  workers: int | None = None) -> list[list[list[bool | None]]]:
+    """:func:`execute` in a sandbox of its own, results only (``None`` = any error)."""
+    if not any(funcs and texts for funcs, texts in jobs):
+        return [[[None] * len(texts) for _ in funcs] for funcs, texts in jobs]
+    with make_sandbox(timeout, memory_mb, workers) as box:
+        results = execute(box, jobs, progress=True)
+    return [[[r.result for r in row] for row in job] for job in results]
 
 
 def _turns(template: str, **fields) -> list[dict]:
@@ -295,12 +300,12 @@ def back_translate(instructions_path: str, out: str, counts_path: str, superviso
     is a contradiction, as AutoIF's code does."""
     records = read_jsonl(instructions_path, required=("id", "instruction", "eval_func"))
     text = _template(template, "autoif_backtranslate")
-    items = [(f"{r['id']}:{f}", _turns(text, function=code))
-             for r in records for f, code in enumerate(autoif.functions_of(r)[:functions])]
+    translated = {r["id"]: autoif.functions_of(r)[:functions] for r in records}
+    items = [(f"{ident}:{f}", _turns(text, function=code))
+             for ident, codes in translated.items() for f, code in enumerate(codes)]
     answers = complete(supervisor, items, params, out + ".backtrans", desc="back-translate")
-    back = {ident: autoif.clean_back_translation(answers[ident][0]) for ident, _ in items}
-    pairs = [(r["instruction"], back[f"{r['id']}:{f}"]) for r in records
-             for f in range(min(functions, len(autoif.functions_of(r))))]
+    pairs = [(r["instruction"], autoif.clean_back_translation(answers[f"{r['id']}:{f}"][0]))
+             for r in records for f in range(len(translated[r["id"]]))]
     if nli == "classifier":
         if not nli_model:
             raise RecordError("autoif.back_translation.nli_model: the classifier NLI needs a model path")
@@ -315,7 +320,7 @@ def back_translate(instructions_path: str, out: str, counts_path: str, superviso
     counts.update(f"nli_{label or 'unparsed'}" for label in labels)
     kept, position = [], 0
     for record in records:
-        n = min(functions, len(autoif.functions_of(record)))
+        n = len(translated[record["id"]])
         mine = labels[position:position + n]
         translations = [pairs[position + i][1] for i in range(n)]
         position += n

@@ -318,15 +318,12 @@ class VerifierJudge(Judge):
     def _execute(self, items: list[tuple[dict, str]]):
         """Every function of every pair in ONE sandbox run; yields each pair's results in order."""
         from ifplay import autoif
+        from ifplay.autoif_stages import execute
 
-        functions = [autoif.functions_of(record) for record, _ in items]
-        calls = [((i, f), code, response) for i, ((_, response), codes) in enumerate(zip(items, functions))
-                 for f, code in enumerate(codes)]
-        results = self.sandbox.run(calls) if calls else []
-        by_pair: list[list] = [[] for _ in items]
-        for ((i, _), _, _), result in zip(calls, results):
-            by_pair[i].append(result)
-        return iter(by_pair)
+        if not items:  # no sandbox for IFEval-only batches
+            return iter([])
+        results = execute(self.sandbox, [(autoif.functions_of(record), [response]) for record, response in items])
+        return iter([[row[0] for row in job] for job in results])
 
     def _feedback(self, record: dict, results: list) -> VotedJudgement:
         from ifplay import autoif
