@@ -52,7 +52,9 @@ def server(smollm2, tmp_path_factory):
         proc = subprocess.Popen([str(PYTHON_VLLM), "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2),
                                  "--host", "127.0.0.1", "--port", str(port),
                                  "--max-model-len", "2048", "--seed", "0", "--gpu-memory-utilization", "0.3",
-                                 "--dtype", "float32", "--enforce-eager"],
+                                 "--dtype", "float32", "--enforce-eager",
+                                 # seeded requests on the CPU build need whole-prompt prefills
+                                 "--no-enable-chunked-prefill", "--max-num-batched-tokens", "2048"],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 600
@@ -147,8 +149,7 @@ def api_key(monkeypatch):
 
 
 def backend(url, smollm2, **options):
-    # vLLM's CPU build fails on per-request seeds, so this server gets none (send_seed: false)
-    options = {"base_url": url, "api_key_env": KEY_ENV, "send_seed": False, "backoff": 0.01, **options}
+    options = {"base_url": url, "api_key_env": KEY_ENV, "backoff": 0.01, **options}
     return make_backend("openai", str(smollm2), options=options)
 
 
@@ -172,10 +173,12 @@ def test_greedy_completions_and_usage(server, smollm2):
 
 def test_n_samples(server, smollm2):
     with backend(server, smollm2) as engine:
-        out = chat(engine, PROMPTS[:2], temperature=1.0, n=4, max_new_tokens=16)
+        out = chat(engine, PROMPTS[:2], temperature=1.0, n=4, max_new_tokens=16, seed=7)
+        assert chat(engine, PROMPTS[:2], temperature=1.0, n=4, max_new_tokens=16, seed=7) == out  # seeded requests
+        assert chat(engine, PROMPTS[:2], temperature=1.0, n=4, max_new_tokens=16, seed=8) != out
     assert [len(samples) for samples in out] == [4, 4]
     assert len(set(out[0])) > 1
-    assert engine.usage["requests"] == 2  # n choices per request
+    assert engine.usage["requests"] == 6  # n choices per request
 
 
 def test_stop_strings(server, smollm2):
@@ -274,7 +277,7 @@ def test_generate_stage_through_the_cli(server, smollm2, tmp_path):
 
     prompts = tmp_path / "prompts.jsonl"
     write_jsonl(prompts, [{"key": i, "prompt": p} for i, p in enumerate(PROMPTS)])
-    options = json.dumps({"base_url": server, "api_key_env": KEY_ENV, "send_seed": False,
+    options = json.dumps({"base_url": server, "api_key_env": KEY_ENV,
                           "cache_dir": str(tmp_path / "cache"), "max_concurrency": 2})
     out = tmp_path / "responses.jsonl"
     proc = run(["ifplay", "generate", "--model", str(smollm2), "--prompts", str(prompts), "--out", str(out),

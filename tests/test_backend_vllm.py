@@ -52,9 +52,11 @@ def test_n_samples_follow_the_call_seed(engine):
     chat(engine, PROMPTS, temperature=1.0, max_new_tokens=8, seed=5)  # another call in between
     b = chat(engine, PROMPTS[:2], temperature=0.9, top_p=0.9, n=3, max_new_tokens=16, seed=1)
     c = chat(engine, PROMPTS[:2], temperature=0.9, top_p=0.9, n=3, max_new_tokens=16, seed=2)
+    alone = chat(engine, PROMPTS[:1], temperature=0.9, top_p=0.9, n=3, max_new_tokens=16, seed=1)
     assert all(len(out) == 3 for out in a)
     assert len(set(a[0])) > 1  # samples differ from one another
-    assert a == b, "the same seed must give the same samples (per-call worker reseed)"
+    assert a == b, "the same seed must give the same samples (seeded requests)"
+    assert alone == a[:1], "a request's samples must not depend on the rest of the batch"
     assert a != c
 
 

@@ -9,7 +9,8 @@ honoured); any other error fails the call.
 A conversation that ends with an assistant message is a prefill: it is sent as it is, with vLLM's
 ``continue_final_message: true, add_generation_prompt: false`` (servers other than vLLM may reject
 or ignore these). The request carries ``seed`` (``SamplingParams.seed``) unless ``send_seed`` is
-false (vLLM's CPU build fails on per-request seeds).
+false. (vLLM's CPU build serves seeded requests only with chunked prefill off:
+``--no-enable-chunked-prefill --max-num-batched-tokens <max-model-len>``.)
 
 With ``cache_dir``, every answered request is stored as one JSON file named by a hash of the
 model name, the messages, the sampling settings and the index of its first sample, written

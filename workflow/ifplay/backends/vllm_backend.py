@@ -5,14 +5,15 @@ renders them (a final assistant message is continued: ``continue_final_message``
 cut from the left to ``max_prompt_tokens`` (with a warning) and handed to ``LLM.generate`` as token
 ids in one call; vLLM batches them itself (continuous batching), so ``batch_size`` is unused.
 
-Seeds. vLLM's CPU build fails on per-request seeds ("CPU Generator does not use offset"), so no
-request carries one. The engine is seeded once (``seed``), and every :meth:`chat` call reseeds the
-engine's workers from ``SamplingParams.seed`` before it generates: the same call with the same
-seed gives the same samples whatever ran before it, and a new seed gives new samples (as with the
-transformers backend). If the workers cannot be reseeded (the RPC fails), a warning is logged once
-and samples follow the engine's random stream: reproducible for the same engine seed and the same
-sequence of calls only. Results are reproducible on one machine and vLLM version; GPU kernels and
-batch composition may change sampled (rarely greedy) tokens between machines.
+Seeds. Every request carries its own seed, derived from ``SamplingParams.seed`` and the prompt's
+place in the call (:func:`request_seed`; vLLM gives the n samples of a request seeds seed+0..n-1),
+so a request's samples depend on nothing else in the batch or in earlier calls: the same call with
+the same seed gives the same samples, in any order and whatever ran before, and a new seed new
+samples (as with the transformers backend). vLLM's CPU build can only seed requests when no prompt is
+prefilled in chunks (a chunked prefill rewinds the request's generator: "CPU Generator does not use
+offset"), so on the CPU build chunked prefill is switched off and one scheduler step takes a whole
+context window (``max_num_batched_tokens = max_model_len``). Results are reproducible on one
+machine and vLLM version; GPU kernels may change sampled (rarely greedy) tokens between machines.
 
 CPU build: ``gpu_memory_utilization`` is the share of the NUMA node's RAM the engine reserves
 (default here 0.3; 0.9 on GPUs); ``VLLM_CPU_OMP_THREADS_BIND`` (cores for the OpenMP threads,
@@ -26,7 +27,6 @@ need an ``if __name__ == "__main__":`` guard.
 from __future__ import annotations
 
 import logging
-import os
 
 from ifplay.backends.base import Backend, Conversation, SamplingParams
 
@@ -37,11 +37,16 @@ log = logging.getLogger(__name__)
 CPU_MEMORY_UTILIZATION = 0.3
 
 
-def _reseed_worker(worker, seed: int) -> None:
-    """Runs inside each vLLM worker (``LLM.collective_rpc``): reseed its random generators."""
-    from vllm.utils.torch_utils import set_random_seed
+def request_seed(call_seed: int, index: int) -> int:
+    """The seed of the ``index``-th prompt of a call; its n samples take seeds seed+0..n-1, hence the stride."""
+    return (call_seed * 1_000_003 + index * 65_536) % 2**63
 
-    set_random_seed(seed)
+
+def context_window(model_path: str) -> int:
+    """The checkpoint's context window (``max_position_embeddings``), as vLLM derives it for plain models."""
+    from transformers import AutoConfig
+
+    return int(AutoConfig.from_pretrained(model_path).max_position_embeddings)
 
 
 class VLLMBackend(Backend):
@@ -50,22 +55,21 @@ class VLLMBackend(Backend):
     def __init__(self, model_path: str, batch_size: int = 16, max_prompt_tokens: int = 2048,
                  threads: int | None = None, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float | None = None, max_model_len: int | None = None, seed: int = 0,
-                 dtype: str = "auto", enforce_eager: bool = False, reseed: bool = True):
-        # the per-call reseed sends a function to the engine's own worker processes (local IPC)
-        if reseed:
-            os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+                 dtype: str = "auto", enforce_eager: bool = False):
         from vllm import LLM
         from vllm.platforms import current_platform
 
         if gpu_memory_utilization is None:  # on the CPU build it is the share of the NUMA node's RAM
             gpu_memory_utilization = CPU_MEMORY_UTILIZATION if current_platform.is_cpu() else 0.9
         self.max_prompt_tokens = max_prompt_tokens
-        self.reseed = reseed
         kwargs = dict(model=model_path, tokenizer=model_path, seed=seed, dtype=dtype,
                       tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
                       enforce_eager=enforce_eager)
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
+        if current_platform.is_cpu():  # seeded requests need whole-prompt prefills there (module docstring)
+            window = max_model_len or context_window(model_path)
+            kwargs.update(max_model_len=window, enable_chunked_prefill=False, max_num_batched_tokens=window)
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
@@ -75,23 +79,16 @@ class VLLMBackend(Backend):
             return self.tokenizer.apply_chat_template(conversation, tokenize=False, continue_final_message=True)
         return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
-    def sampling_params(self, params: SamplingParams):
+    def sampling_params(self, params: SamplingParams, index: int = 0):
+        """vLLM's sampling parameters for the ``index``-th prompt of a call."""
         from vllm import SamplingParams as VLLMSamplingParams
 
         common = dict(max_tokens=params.max_new_tokens, stop=list(params.stop) or None,
                       skip_special_tokens=True)
         if params.greedy:  # one greedy answer, repeated n times by chat()
             return VLLMSamplingParams(n=1, temperature=0.0, **common)
-        return VLLMSamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p, top_k=0, **common)
-
-    def _reseed(self, seed: int) -> None:
-        if not self.reseed:
-            return
-        try:
-            self.llm.collective_rpc(_reseed_worker, args=(seed,))
-        except Exception as err:  # noqa: BLE001 - any failure leaves the engine's own stream
-            log.warning("cannot reseed the vLLM workers (%s); samples follow the engine seed", err)
-            self.reseed = False
+        return VLLMSamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p, top_k=0,
+                                  seed=request_seed(params.seed, index), **common)
 
     def chat(self, conversations: list[Conversation], params: SamplingParams,
              progress: str | None = None) -> list[list[str]]:
@@ -110,14 +107,14 @@ class VLLMBackend(Backend):
             prompts.append(TokensPrompt(prompt_token_ids=ids))
         if too_long:
             log.warning("%d prompt(s) longer than %d tokens are cut from the left", too_long, limit)
-        self._reseed(params.seed * 1_000_003)
         use_tqdm = False
         if progress is not None:  # vLLM's own bar, under our name
             from tqdm.auto import tqdm
 
             def use_tqdm(*args, **kwargs):
                 return tqdm(*args, **{**kwargs, "desc": progress})
-        outputs = self.llm.generate(prompts, self.sampling_params(params), use_tqdm=use_tqdm)
+        sampling = [self.sampling_params(params, index) for index in range(len(prompts))]
+        outputs = self.llm.generate(prompts, sampling, use_tqdm=use_tqdm)
         results = []
         for output in outputs:
             texts = [params.cut(choice.text) for choice in sorted(output.outputs, key=lambda c: c.index)]
