@@ -53,11 +53,14 @@ def test_backend_settings_reach_generating_stages_as_runtime_options():
 
 
 def test_eval_only_overlay_shares_everything_upstream():
-    a, b = by_kind(plan()), by_kind(plan(EVAL_LONG))
+    pa, pb = plan(), plan(EVAL_LONG)
+    a, b = by_kind(pa), by_kind(pb)
     assert a["base_model"] == b["base_model"]
     assert a["prompts"] == b["prompts"]
     assert not (a["eval_responses"] & b["eval_responses"])
-    assert not (a["ifeval_scores"] & b["ifeval_scores"])
+    assert not ({e.scores.key for e in pa.evaluations} & {e.scores.key for e in pb.evaluations})
+    # best-of-N samples with its own token budget: its judgements and picks are shared
+    assert a["spar_samples"] == b["spar_samples"] and a["scaling_best_of_n"] == b["scaling_best_of_n"]
 
 
 def test_limit_changes_only_that_benchmark():
@@ -112,20 +115,28 @@ def test_dry_run_job_lists_share_upstream(ifeval_data):
     shared = default & overlay
     assert any(p.startswith("results/base_model/") for p in shared)
     assert any(p.startswith("results/prompts/") for p in shared)
-    assert not any(p.startswith(("results/eval_responses/", "results/ifeval_scores/")) for p in shared)
+    assert not any(p.startswith("results/eval_responses/") for p in shared)
+    # of the IFEval scores only best-of-N's are shared: its samples have their own token budget
+    assert len({p.split("/")[2] for p in shared if p.startswith("results/ifeval_scores/")}) == 3
+    assert len({p.split("/")[2] for p in shared if p.startswith("results/scaling_best_of_n/")}) == 3
+    assert not any(p.startswith("results/scaling_search/") for p in shared)
     # the default runs one SPaR iteration; an evaluation overlay shares all of its training stages
     for kind in ("spar_samples", "spar_judged", "spar_trees", "spar_data", "actor_dpo", "refiner_rft"):
         assert any(p.startswith(f"results/{kind}/") for p in shared), kind
     jobs = dry_run_jobs(*local, "--forceall")
-    assert jobs["base_model"] == 1 and jobs["prompts"] == 3 and jobs["eval_responses"] == 4
-    assert jobs["spar_samples"] == 1 and jobs["actor_dpo"] == 1 and jobs["judge_eval"] == 2
+    # prompts: IFEval-40, dev, train, IFEval-10 (inference scaling); greedy answers of base and M_1
+    # to IFEval-40 and dev, and of M_1 to IFEval-10; samples of M_0 (SPaR) and of M_1 (best-of-N)
+    assert jobs["base_model"] == 1 and jobs["prompts"] == 4 and jobs["eval_responses"] == 5
+    assert jobs["spar_samples"] == 2 and jobs["actor_dpo"] == 1 and jobs["judge_eval"] == 2
+    assert jobs["spar_judged"] == 3 and jobs["scaling_best_of_n"] == 3 and jobs["scaling_search"] == 3
+    assert jobs["ifeval_scores"] == 4 + 1 + 3 + 3
 
 
-SPAR = {"spar": {"enabled": True}}
+SPAR = {"spar": {"enabled": True}, "eval": {"inference_scaling": {"enabled": False}}}
 
 
 def test_spar_iterations_chain_and_share_prefixes():
-    one, two = plan(**SPAR), plan(spar={"enabled": True, "iterations": 2})
+    one, two = plan(**SPAR), plan(spar={"enabled": True, "iterations": 2}, eval=SPAR["eval"])
     assert [m[1] for m in two.models] == [0, 1, 2]
     it0, it1 = two.spar
     assert it1.samples.inputs["model"] is it0.actor  # M_1 samples

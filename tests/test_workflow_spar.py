@@ -20,7 +20,9 @@ def workdir(tmp_path_factory, smollm2, ifeval_data):
         "experiment": "spar-verifier",
         "model": {"base": str(smollm2), "label": "smollm2"},
         "data": {"ifeval": str(ifeval_data)},
-        "eval": {"max_new_tokens": 16, "benchmarks": {"ifeval": {"limit": 2}, "dev": {"limit": 2}}},
+        "eval": {"max_new_tokens": 16, "benchmarks": {"ifeval": {"limit": 2}, "dev": {"limit": 2}},
+                 "inference_scaling": {"limit": 2, "budgets": [1, 3], "sampling": {"max_new_tokens": 16},
+                                       "search": {"branch": 2, "select": 1, "max_depth": 2, "max_new_tokens": 16}}},
         "spar": {
             "enabled": True,
             "prompt_limit": 6,
@@ -37,7 +39,8 @@ def workdir(tmp_path_factory, smollm2, ifeval_data):
         },
     }
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(tiny))
-    (workdir / "model-judge.yaml").write_text(yaml.safe_dump({"experiment": "spar-model",
+    no_scaling = {"inference_scaling": {"enabled": False}}  # the overlays test other things
+    (workdir / "model-judge.yaml").write_text(yaml.safe_dump({"experiment": "spar-model", "eval": no_scaling,
                                                               "spar": {"judge": {"kind": "model"}}}))
     snakemake(workdir, "--configfile", "tiny.yaml")
     return workdir
@@ -74,6 +77,25 @@ def test_one_iteration_end_to_end(workdir):
     assert {"judge_eval"} <= kinds and len(manifest["judge_evaluations"]) == 2
 
 
+def test_inference_scaling_table_and_figure(workdir):
+    exp = workdir / "results" / "experiments" / "spar-verifier"
+    scaling = pd.read_csv(exp / "tables" / "inference_scaling.csv")
+    assert list(zip(scaling["method"], scaling["budget"])) == [("greedy", 1), ("best_of_n", 1), ("best_of_n", 3),
+                                                               ("tree_search", 1), ("tree_search", 3)]
+    assert (scaling["prompts"] == 2).all() and scaling["prompt_strict"].between(0, 100).all()
+    # greedy = M_1's IFEval row (the same stage: same prompts and decoding); budget 1 of the search too
+    ifeval = pd.read_csv(exp / "tables" / "ifeval.csv")
+    assert scaling.loc[0, "prompt_strict"] == ifeval.loc[1, "prompt_strict"] == scaling.loc[3, "prompt_strict"]
+    assert scaling.loc[2, "generations"] == 3 and 1 <= scaling.loc[4, "generations"] <= 3
+    assert (exp / "figures" / "inference_scaling.png").stat().st_size > 10_000
+    manifest = json.loads((exp / "manifest.json").read_text())
+    assert manifest["tables"]["inference_scaling"] == "tables/inference_scaling.csv"
+    assert manifest["figures"]["inference_scaling"] == "figures/inference_scaling.png"
+    search = [p for p in manifest["inference_scaling"] if p["method"] == "tree_search"][-1]
+    answers = [json.loads(line) for line in (workdir / search["answers"]).read_text().splitlines()]
+    assert len(answers) == 2 and {a["how"] for a in answers} <= {"accepted_greedy", "refined", "best_node"}
+
+
 def test_model_judge_experiment_shares_sampling(workdir):
     dry = snakemake(workdir, "--configfile", "tiny.yaml", "model-judge.yaml", "-n").stdout
     jobs = job_counts(dry)
@@ -91,7 +113,7 @@ def test_initial_sft_experiment(workdir):
                      for topic in ("rain", "sea", "moon", "tea")]
     (workdir / "sft.jsonl").write_text("".join(json.dumps(c) + "\n" for c in conversations))
     (workdir / "sft.yaml").write_text(yaml.safe_dump({
-        "experiment": "spar-sft",
+        "experiment": "spar-sft", "eval": {"inference_scaling": {"enabled": False}},
         "sft": {"enabled": True, "actor_data": "sft.jsonl", "training": {"max_steps": 1, "max_length": 128}}}))
     jobs = job_counts(snakemake(workdir, "--configfile", "tiny.yaml", "sft.yaml", "-n").stdout)
     # the base model, the prompt sets and the base model's evaluation are shared; self-play restarts

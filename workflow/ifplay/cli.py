@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_diff)
 
-    from ifplay import autoif_stages, cluster, judge_eval, sandbox, spar, training
+    from ifplay import autoif_stages, cluster, inference_scaling, judge_eval, sandbox, spar, training
 
     spar.add_cli(sub)
     judge_eval.add_cli(sub)
@@ -170,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_cli(sub)
     sandbox.add_cli(sub)
     autoif_stages.add_cli(sub)
+    inference_scaling.add_cli(sub)
 
     p = sub.add_parser("plan", help="list the stages (kind, key, config) a configuration runs")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays on config/default.yaml")

@@ -41,6 +41,7 @@ RULE_GROUPS = {
     "autoif_responses": "generation",
     "autoif_scored": "generation",
     "autoif_online_samples": "generation",
+    "scaling_search": "generation",
     "autoif_sft": "training",
     "sft_model": "training",
     "actor_dpo": "training",
@@ -54,6 +55,7 @@ RULE_GROUPS = {
     "autoif_queries": "bookkeeping",
     "autoif_data": "bookkeeping",
     "autoif_prompts": "bookkeeping",
+    "scaling_best_of_n": "bookkeeping",
     "experiment_report": "bookkeeping",
 }
 

@@ -51,6 +51,18 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
         tables["autoif_counts"] = str(csv.relative_to(out))
     figures = {name: str(copy_training_curves(stage.output, out / "figures" / f"{name}.png", name).relative_to(out))
                for name, stage in plan.training_runs().items()}
+    if plan.scaling:
+        from ifplay.inference_scaling import plot_scaling, scaling_table
+
+        rows = [{"method": p.method, "budget": p.budget, "scores": p.scores.output,
+                 "answers": p.answers.output if p.answers else None} for p in plan.scaling]
+        table = scaling_table(rows)
+        csv, _ = write_table(table, out / "tables" / "inference_scaling")
+        tables["inference_scaling"] = str(csv.relative_to(out))
+        actor = plan.models[-1][0]
+        figure = plot_scaling(table, out / "figures" / "inference_scaling.png",
+                              f"{config['experiment']}: {actor}, inference-time scaling")
+        figures["inference_scaling"] = str(figure.relative_to(out))
     manifest = {
         "experiment": config["experiment"],
         "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -51,6 +51,8 @@ STAGE_VERSIONS = {
     "autoif_online_samples": 1,
     "autoif_online_pairs": 1,
     "autoif_prompts": 1,
+    "scaling_best_of_n": 1,
+    "scaling_search": 1,
 }
 
 # The main output of each stage kind, relative to its directory (the Snakefile rules use these).
@@ -80,6 +82,8 @@ OUTPUTS = {
     "autoif_online_samples": "samples.jsonl",
     "autoif_online_pairs": "dpo_pairs.jsonl",
     "autoif_prompts": "prompts.jsonl",
+    "scaling_best_of_n": "responses.jsonl",
+    "scaling_search": "responses.jsonl",
 }
 
 # Stages whose counts.json goes into the manifest and tables/autoif_counts.csv, in pipeline order.
@@ -169,6 +173,17 @@ class AutoIFRun:
 
 
 @dataclass
+class ScalingPoint:
+    """One decoding strategy at one budget, scored on IFEval: a row of ``tables/inference_scaling.csv``.
+    ``answers``: the stage whose responses carry ``generations`` (None for greedy decoding)."""
+
+    method: str
+    budget: int
+    scores: Stage
+    answers: Stage | None
+
+
+@dataclass
 class Evaluation:
     """One model scored on one benchmark: a row of ``tables/<benchmark>.csv``."""
 
@@ -190,6 +205,7 @@ class Plan:
         self.judge_evaluations: list[JudgeEvaluation] = []
         self.sft: dict[str, Stage] = {}  # "actor" (M_0) and "refiner" (R_0) when they are SFT models
         self.autoif: AutoIFRun | None = None
+        self.scaling: list[ScalingPoint] = []
 
         base = self.add(self._base_model_stage())
         label = self._base_label()
@@ -202,6 +218,9 @@ class Plan:
             self._add_autoif(base)
         if config["spar"]["enabled"]:
             self._add_spar(base, actor, refiner)
+        if config["eval"]["inference_scaling"]["enabled"]:
+            final_refiner = self.spar[-1].refiner if self.spar else refiner
+            self._add_inference_scaling(self.models[-1][2], final_refiner)
 
         for name, bench in config["eval"]["benchmarks"].items():
             if not bench["enabled"]:
@@ -298,7 +317,7 @@ class Plan:
         judge = dict(spar["judge"])
         judge_template, judge_path = self._local_file(judge.pop("template"), "spar.judge.template")
         # the refiner as a judge always judges as the model judge does, whoever judges in training
-        judge_eval = {**judge, "kind": "model", "template": judge_template}
+        judge_eval, _ = self._refiner_judge()
         search = dict(spar["search"])
         refine_template, refine_path = self._local_file(search.pop("template"), "spar.search.template")
         if judge["kind"] == "verifier":  # the oracle reads no model and no sampling settings
@@ -348,6 +367,54 @@ class Plan:
             self.spar.append(SparIteration(t, samples, judged, trees, data, actor, refiner))
             self.models.append((f"{label}-SPaR-DPO", t + 1, actor))
             score_judge(f"{label}-SPaR-RFT", t + 1, refiner)
+
+    def _refiner_judge(self) -> tuple[dict, dict]:
+        """The refiner judging as the model judge with ``spar.judge``'s settings (whatever judges in
+        training): its hashed config and the template's path (runtime)."""
+        judge = dict(self.config["spar"]["judge"])
+        judge["template"], path = self._local_file(judge["template"], "spar.judge.template")
+        return {**judge, "kind": "model"}, {"judge_template": path}
+
+    def _add_inference_scaling(self, actor: Stage, refiner: Stage) -> None:
+        """Greedy, best-of-N and tree-search decoding of the first ``limit`` IFEval prompts by
+        ``actor`` with ``refiner`` judging, at each budget (:mod:`ifplay.inference_scaling`)."""
+        cfg = self.config["eval"]["inference_scaling"]
+        backend = self.config["backend"]["name"]
+        seed = self.config["seed"]
+        runtime = self.backend_runtime()
+        judge, judge_path = self._refiner_judge()
+        prompts = self.add(self._prompt_set("ifeval", cfg["limit"]))
+
+        def scores(responses: Stage) -> Stage:
+            return self.add(Stage("ifeval_scores", {}, {"prompts": prompts, "responses": responses}))
+
+        def judged(samples: Stage) -> Stage:
+            return self.add(Stage("spar_judged", {"judge": judge, "backend": backend, "seed": seed},
+                                  {"samples": samples, "prompts": prompts, "refiner": refiner},
+                                  runtime={**runtime, **judge_path}))
+
+        greedy = self.add(self._eval_responses(actor, prompts))
+        self.scaling.append(ScalingPoint("greedy", 1, scores(greedy), None))
+        budgets = sorted(cfg["budgets"])
+        if "best_of_n" in cfg["methods"]:
+            samples = self.add(Stage("spar_samples", {"backend": backend, "seed": seed,
+                                                      "sampling": {"k": budgets[-1], **cfg["sampling"]}},
+                                     {"model": actor, "prompts": prompts}, runtime=runtime))
+            judged_samples = judged(samples)
+            for budget in budgets:
+                answers = self.add(Stage("scaling_best_of_n", {"budget": budget}, {"judged": judged_samples}))
+                self.scaling.append(ScalingPoint("best_of_n", budget, scores(answers), answers))
+        if "tree_search" in cfg["methods"]:
+            search = {**self.config["spar"]["search"], **cfg["search"]}
+            search.pop("budget")
+            search["template"], refine_path = self._local_file(search["template"], "spar.search.template")
+            judged_greedy = judged(greedy)
+            for budget in budgets:
+                answers = self.add(Stage("scaling_search", {"budget": budget, "search": search, "judge": judge,
+                                                            "backend": backend, "seed": seed},
+                                         {"judged": judged_greedy, "prompts": prompts, "refiner": refiner},
+                                         runtime={**runtime, **judge_path, "refine_template": refine_path}))
+                self.scaling.append(ScalingPoint("tree_search", budget, scores(answers), answers))
 
     def _add_autoif(self, base: Stage) -> None:
         """AutoIF's data pipeline with the supervisor (``autoif.supervisor`` or the base model), then
@@ -478,13 +545,20 @@ class Plan:
                 + [e.metrics.output for e in self.judge_evaluations]
                 + [it.data.path("counts.json") for it in self.spar]
                 + [stage.path("counts.json") for stage in (self.autoif.filters if self.autoif else [])]
-                + [stage.output for stage in self.training_runs().values()])
+                + [stage.output for stage in self.training_runs().values()]
+                + [point.scores.output for point in self.scaling]
+                + [point.answers.output for point in self.scaling if point.answers])
 
     def tables(self) -> list[str]:
         """The tables the experiment report writes (``tables/<name>.csv``)."""
         benchmarks = list(dict.fromkeys(e.benchmark for e in self.evaluations))
         return (benchmarks + (["spar_counts", "spar_pairs"] if self.spar else [])
-                + (["judge"] if self.judge_evaluations else []) + (["autoif_counts"] if self.autoif else []))
+                + (["judge"] if self.judge_evaluations else []) + (["autoif_counts"] if self.autoif else [])
+                + (["inference_scaling"] if self.scaling else []))
+
+    def figures(self) -> list[str]:
+        """Result figures of the experiment report besides the training curves (``figures/<name>.png``)."""
+        return ["inference_scaling"] if self.scaling else []
 
     def training_runs(self) -> dict[str, Stage]:
         """Every training stage by figure name (``figures/<name>.png`` in the experiment's report)."""
@@ -525,6 +599,11 @@ class Plan:
                 "offline_dpo": self.autoif.offline_dpo.output,
                 "online_dpo": [model.output for _, _, model in self.autoif.online],
             },
+            "inference_scaling": [
+                {"method": p.method, "budget": p.budget, "scores": p.scores.output,
+                 "answers": p.answers.output if p.answers else None}
+                for p in self.scaling
+            ],
             "spar_iterations": [
                 {"iteration": it.iteration, "counts": it.data.path("counts.json"),
                  "actor_out": it.actor.output, "refiner_out": it.refiner.output}

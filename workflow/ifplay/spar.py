@@ -264,6 +264,23 @@ def add_judge_args(p) -> None:
     p.add_argument("--threads", type=int, default=None)
 
 
+def add_search_args(p, budget: bool = True) -> None:
+    """The tree-search flags (SearchConfig's fields; defaults: SPaR's official settings)."""
+    p.add_argument("--refine-template", required=True)
+    p.add_argument("--algorithm", default="bfs", choices=["bfs", "dfs"])
+    p.add_argument("--branch", type=int, default=3)
+    p.add_argument("--select", type=int, default=2)
+    p.add_argument("--max-depth", type=int, default=3)
+    if budget:
+        p.add_argument("--budget", type=int, default=1000)
+    p.add_argument("--end-gate", type=float, default=0.5)
+    p.add_argument("--selection", default="greedy", choices=["greedy", "sampled"])
+    p.add_argument("--temperature", type=float, default=0.7, help="refiner temperature")
+    p.add_argument("--top-p", type=float, default=1.0, help="refiner top_p")
+    p.add_argument("--max-new-tokens", type=int, default=3072, help="refiner token budget")
+    p.add_argument("--output-format", default="markers", choices=["markers", "plain"])
+
+
 def refiner_backend(args):
     from ifplay.backends import make_backend, parse_options
 
@@ -353,18 +370,7 @@ def add_cli(sub) -> None:
     p.add_argument("--out", required=True, help="trees JSONL")
     p.add_argument("--counts", required=True, help="search counts JSON")
     p.add_argument("--negatives-per-prompt", type=int, default=1)
-    p.add_argument("--refine-template", required=True)
-    p.add_argument("--algorithm", default="bfs", choices=["bfs", "dfs"])
-    p.add_argument("--branch", type=int, default=3)
-    p.add_argument("--select", type=int, default=2)
-    p.add_argument("--max-depth", type=int, default=3)
-    p.add_argument("--budget", type=int, default=1000)
-    p.add_argument("--end-gate", type=float, default=0.5)
-    p.add_argument("--selection", default="greedy", choices=["greedy", "sampled"])
-    p.add_argument("--temperature", type=float, default=0.7, help="refiner temperature")
-    p.add_argument("--top-p", type=float, default=1.0, help="refiner top_p")
-    p.add_argument("--max-new-tokens", type=int, default=3072, help="refiner token budget")
-    p.add_argument("--output-format", default="markers", choices=["markers", "plain"])
+    add_search_args(p)
     add_judge_args(p)
     p.set_defaults(func=_cmd_search)
 

@@ -20,6 +20,7 @@ PLAN = Plan(config)
 THREADS = {group: rule_threads(config, group) for group in GROUPS}
 RESOURCES = {group: rule_resources(config, group) for group in GROUPS}
 FIGURES = list(PLAN.training_runs())
+RESULT_FIGURES = PLAN.figures()
 TABLES = PLAN.tables()
 
 
@@ -97,11 +98,11 @@ def judge_args(wildcards):
 
 
 def search_args(wildcards):
-    """Command-line flags of the tree search (spar-search)."""
+    """Command-line flags of the tree search (spar-search; scaling-search, whose budget is its own)."""
     search = PLAN.stage(wildcards.key).config["search"]
     flags = ("algorithm", "branch", "select", "max_depth", "budget", "end_gate", "selection", "temperature",
              "top_p", "max_new_tokens", "output_format")
-    return " ".join(f"--{flag.replace('_', '-')} {search[flag]}" for flag in flags)
+    return " ".join(f"--{flag.replace('_', '-')} {search[flag]}" for flag in flags if flag in search)
 
 
 def training_settings(wildcards):

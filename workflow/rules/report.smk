@@ -13,6 +13,11 @@ rule experiment_report:
             caption="../report/training_curves.rst",
             category="Training curves",
         ),
+        result_figures=report(
+            expand("results/experiments/{{experiment}}/figures/{figure}.png", figure=RESULT_FIGURES),
+            caption="../report/inference_scaling.rst",
+            category="Inference-time scaling",
+        ),
     params:
         config=json.dumps(config, sort_keys=True),
         out_dir="results/experiments/{experiment}",
