@@ -21,11 +21,13 @@ make ``tables/inference_scaling.csv`` and ``figures/inference_scaling.png`` of a
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
 
 from ifplay.ifeval import METRICS, SHORT
+from ifplay.judge import VotedJudgement
 from ifplay.records import atomic_path, read_json
 from ifplay.tree_search import SearchResult, TreeSearch
 
@@ -65,11 +67,8 @@ def split_roots(judged: list[dict], prompts: dict, end_gate: float) -> tuple[dic
         if record["value"] > end_gate:
             accepted[record["key"]] = record
         else:
-            from ifplay.judge import VotedJudgement
-
-            judgement = VotedJudgement.from_json({name: record[name] for name in
-                                                  ("label", "value", "votes", "n_invalid", "tie", "critique",
-                                                   "critiques") if name in record})
+            judgement = VotedJudgement.from_json({f.name: record[f.name] for f in fields(VotedJudgement)
+                                                  if f.name in record})
             roots.append({"key": record["key"], "prompt": prompts[record["key"]], "response": record["response"],
                           "critique": record["critique"] or "", "judgement": judgement})
     return accepted, roots
@@ -190,7 +189,6 @@ def _cmd_best_of_n(args) -> None:
 
 def _cmd_search(args) -> None:
     import json
-    from dataclasses import fields
 
     from ifplay.judge import load_template
     from ifplay.records import read_jsonl, write_json, write_jsonl
