@@ -53,10 +53,13 @@ def test_n_samples_follow_the_call_seed(engine):
     b = chat(engine, PROMPTS[:2], temperature=0.9, top_p=0.9, n=3, max_new_tokens=16, seed=1)
     c = chat(engine, PROMPTS[:2], temperature=0.9, top_p=0.9, n=3, max_new_tokens=16, seed=2)
     alone = chat(engine, PROMPTS[:1], temperature=0.9, top_p=0.9, n=3, max_new_tokens=16, seed=1)
+    swapped = chat(engine, PROMPTS[1::-1], temperature=0.9, top_p=0.9, n=3, max_new_tokens=16, seed=1)
+    twice = chat(engine, PROMPTS[:1] * 2, temperature=0.9, top_p=0.9, n=3, max_new_tokens=16, seed=1)
     assert all(len(out) == 3 for out in a)
     assert len(set(a[0])) > 1  # samples differ from one another
     assert a == b, "the same seed must give the same samples (seeded requests)"
-    assert alone == a[:1], "a request's samples must not depend on the rest of the batch"
+    assert alone == a[:1] and swapped == a[::-1], "a request's samples must not depend on the rest of the batch"
+    assert twice[0] == a[0] and twice[1] != a[0]  # a repeated conversation draws anew
     assert a != c
 
 

@@ -5,15 +5,17 @@ renders them (a final assistant message is continued: ``continue_final_message``
 cut from the left to ``max_prompt_tokens`` (with a warning) and handed to ``LLM.generate`` as token
 ids in one call; vLLM batches them itself (continuous batching), so ``batch_size`` is unused.
 
-Seeds. Every request carries its own seed, derived from ``SamplingParams.seed`` and the prompt's
-place in the call (:func:`request_seed`; vLLM gives the n samples of a request seeds seed+0..n-1),
-so a request's samples depend on nothing else in the batch or in earlier calls: the same call with
-the same seed gives the same samples, in any order and whatever ran before, and a new seed new
-samples (as with the transformers backend). vLLM's CPU build can only seed requests when no prompt is
-prefilled in chunks (a chunked prefill rewinds the request's generator: "CPU Generator does not use
-offset"), so on the CPU build chunked prefill is switched off and one scheduler step takes a whole
-context window (``max_num_batched_tokens = max_model_len``). Results are reproducible on one
-machine and vLLM version; GPU kernels may change sampled (rarely greedy) tokens between machines.
+Seeds. Every request carries its own seed, derived from ``SamplingParams.seed`` and the request's
+own prompt tokens (:func:`request_seed`; a conversation repeated within one call is told apart by
+its occurrence; vLLM gives the n samples of a request seeds seed+0..n-1). So a conversation's
+samples depend on nothing else: not on the other prompts of the call, their order or earlier
+calls. The same conversation with the same seed gives the same samples, a new seed new ones, and
+the tree search's batched and one-tree-at-a-time strategies draw the same refinements. vLLM's CPU
+build can only seed requests when no prompt is prefilled in chunks (a chunked prefill rewinds the
+request's generator: "CPU Generator does not use offset"), so on the CPU build chunked prefill is
+switched off and one scheduler step takes a whole context window (``max_num_batched_tokens =
+max_model_len``). Results are reproducible on one machine and vLLM version; batch composition and
+GPU kernels may still change the arithmetic, and so rarely a sampled (more rarely a greedy) token.
 
 CPU build: ``gpu_memory_utilization`` is the share of the NUMA node's RAM the engine reserves
 (default here 0.3; 0.9 on GPUs); ``VLLM_CPU_OMP_THREADS_BIND`` (cores for the OpenMP threads,
@@ -26,6 +28,8 @@ need an ``if __name__ == "__main__":`` guard.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 
 from ifplay.backends.base import Backend, Conversation, SamplingParams
@@ -37,9 +41,11 @@ log = logging.getLogger(__name__)
 CPU_MEMORY_UTILIZATION = 0.3
 
 
-def request_seed(call_seed: int, index: int) -> int:
-    """The seed of the ``index``-th prompt of a call; its n samples take seeds seed+0..n-1, hence the stride."""
-    return (call_seed * 1_000_003 + index * 65_536) % 2**63
+def request_seed(call_seed: int, prompt_ids: list[int], occurrence: int = 0) -> int:
+    """The seed of one request: a hash of the call's seed, the prompt's token ids and which repeat of
+    that prompt in the call it is. Below 2**62, so vLLM's seed+0..n-1 for n samples stays in range."""
+    digest = hashlib.sha256(json.dumps([call_seed, occurrence, prompt_ids]).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 2
 
 
 def context_window(model_path: str) -> int:
@@ -79,8 +85,8 @@ class VLLMBackend(Backend):
             return self.tokenizer.apply_chat_template(conversation, tokenize=False, continue_final_message=True)
         return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
-    def sampling_params(self, params: SamplingParams, index: int = 0):
-        """vLLM's sampling parameters for the ``index``-th prompt of a call."""
+    def sampling_params(self, params: SamplingParams, seed: int = 0):
+        """vLLM's sampling parameters of one request (``seed``: :func:`request_seed`)."""
         from vllm import SamplingParams as VLLMSamplingParams
 
         common = dict(max_tokens=params.max_new_tokens, stop=list(params.stop) or None,
@@ -88,7 +94,7 @@ class VLLMBackend(Backend):
         if params.greedy:  # one greedy answer, repeated n times by chat()
             return VLLMSamplingParams(n=1, temperature=0.0, **common)
         return VLLMSamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p, top_k=0,
-                                  seed=request_seed(params.seed, index), **common)
+                                  seed=seed, **common)
 
     def chat(self, conversations: list[Conversation], params: SamplingParams,
              progress: str | None = None) -> list[list[str]]:
@@ -113,7 +119,12 @@ class VLLMBackend(Backend):
 
             def use_tqdm(*args, **kwargs):
                 return tqdm(*args, **{**kwargs, "desc": progress})
-        sampling = [self.sampling_params(params, index) for index in range(len(prompts))]
+        seen: dict = {}
+        sampling = []
+        for prompt in prompts:
+            ids = prompt["prompt_token_ids"]
+            occurrence = seen[tuple(ids)] = seen.get(tuple(ids), -1) + 1
+            sampling.append(self.sampling_params(params, request_seed(params.seed, ids, occurrence)))
         outputs = self.llm.generate(prompts, sampling, use_tqdm=use_tqdm)
         results = []
         for output in outputs:
