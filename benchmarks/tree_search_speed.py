@@ -17,8 +17,10 @@ Roots (prepared once, not timed): the model's ``spar.sampling.k`` samples for ea
 (:func:`ifplay.spar.mine_negatives`). Each strategy then gets a fresh judge (its own empty
 judgement cache) and searches every root; the timed part is ``TreeSearch.run`` alone.
 
-Sampled refinements depend on the batch they are drawn in, so the two strategies grow different
-trees; the node counts, refiner tokens and judged pairs are reported next to the times so the work
+With the transformers backend sampled refinements depend on the batch they are drawn in, so the
+two strategies grow different trees; the vLLM backend seeds each request by its content, so they
+grow the same trees up to arithmetic differences between batch shapes ("identical trees" counts
+them). The node counts, refiner tokens and judged pairs are reported next to the times so the work
 done can be compared (refinements and refiner tokens per second).
 
 ``--backend vllm`` re-runs this script under ``--vllm-python`` (default ``.venv-vllm/bin/python``)
@@ -116,7 +118,8 @@ def time_search(backend, roots: list[dict], spar: dict, seed: int, batched: bool
             "nodes_expanded": sum(r.nodes_expanded for r in results), "refinements_generated": generated,
             "nodes_generated": len(refinements), "refiner_tokens": refiner_tokens, "judged_pairs": judged_pairs,
             "refiner_calls": search.backend_calls, "judge_calls": search.judge_calls,
-            "refinements_per_s": round(generated / seconds, 3), "refiner_tokens_per_s": round(refiner_tokens / seconds, 1)}
+            "refinements_per_s": round(generated / seconds, 3), "refiner_tokens_per_s": round(refiner_tokens / seconds, 1),
+            "trees_nodes": [[node.response for node in r.nodes] for r in results]}
 
 
 def run(args) -> dict:
@@ -145,6 +148,9 @@ def run(args) -> dict:
             raise SystemExit("no prompt got a response the judge labelled No: no roots to search (raise --limit)")
         order = args.order.split(",")
         strategies = {name: time_search(backend, roots, spar, seed, STRATEGIES[name], tokenizer) for name in order}
+    trees = [strategy.pop("trees_nodes") for strategy in strategies.values()]
+    # a backend that seeds each request by its content (vllm) grows the same trees either way
+    identical = sum(a == b for a, b in zip(*trees)) if len(trees) == 2 else None
     return {
         "machine": {"cpus": os.cpu_count(), "processor": cpu_model(), "python": platform.python_version()},
         "settings": {"backend": args.backend, "options": options, "batch_size": config["backend"]["batch_size"],
@@ -152,7 +158,7 @@ def run(args) -> dict:
                      "sampling": spar["sampling"], "judge": spar["judge"], "search": spar["search"],
                      "negatives_per_prompt": spar["negatives_per_prompt"]},
         "startup_s": round(startup, 1), "roots_preparation_s": round(preparation, 1), "root_judgements": judgements,
-        "roots": len(roots), "strategies": strategies,
+        "roots": len(roots), "strategies": strategies, "identical_trees": identical,
         "sequential/batched": round(strategies["sequential"]["seconds"] / strategies["batched"]["seconds"], 2)
         if len(strategies) == 2 else None,
     }
@@ -174,7 +180,8 @@ def markdown(report: dict) -> str:
     if report["sequential/batched"] is not None:
         lines.append(f"\nsequential / batched wall time: {report['sequential/batched']:.2f}x "
                      f"(backend {report['settings']['backend']}, start-up {report['startup_s']:.0f} s, "
-                     f"roots prepared in {report['roots_preparation_s']:.0f} s, untimed)")
+                     f"roots prepared in {report['roots_preparation_s']:.0f} s, untimed); identical trees: "
+                     f"{report['identical_trees']} of {report['roots']}")
     return "\n".join(lines)
 
 
