@@ -52,6 +52,15 @@ def cmd_generate(args) -> None:
     print(f"{len(records)} responses -> {args.out}")
 
 
+def cmd_prompt_subset(args) -> None:
+    from ifplay.records import read_jsonl, write_jsonl
+
+    prompts = read_jsonl(args.prompts, required=("key", "prompt"))
+    subset = prompts[:args.limit] if args.limit else prompts
+    write_jsonl(args.out, subset)
+    print(f"{len(subset)} of {len(prompts)} prompts -> {args.out}")
+
+
 def cmd_score_ifeval(args) -> None:
     from ifplay import ifeval
     from ifplay.records import read_jsonl, write_json, write_jsonl
@@ -124,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prepare_prompts)
 
+    p = sub.add_parser("prompt-subset", help="the first N prompts of a prompt file (key, prompt)")
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--limit", type=int, default=0, help="keep the first N prompts; 0 = all")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prompt_subset)
+
     p = sub.add_parser("generate", help="generate chat completions for a prompt file (resumable)")
     p.add_argument("--model", required=True, help="checkpoint directory")
     p.add_argument("--prompts", required=True, help="JSONL with key and prompt")
@@ -162,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_diff)
 
-    from ifplay import autoif_stages, cluster, inference_scaling, judge_eval, sandbox, spar, training
+    from ifplay import autoif_stages, cluster, evolution, inference_scaling, judge_eval, sandbox, spar, training
 
     spar.add_cli(sub)
     judge_eval.add_cli(sub)
@@ -171,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_cli(sub)
     autoif_stages.add_cli(sub)
     inference_scaling.add_cli(sub)
+    evolution.add_cli(sub)
 
     p = sub.add_parser("plan", help="list the stages (kind, key, config) a configuration runs")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays on config/default.yaml")

@@ -42,6 +42,7 @@ RULE_GROUPS = {
     "autoif_scored": "generation",
     "autoif_online_samples": "generation",
     "scaling_search": "generation",
+    "evolved_prompts": "generation",
     "autoif_sft": "training",
     "sft_model": "training",
     "actor_dpo": "training",
@@ -56,6 +57,7 @@ RULE_GROUPS = {
     "autoif_data": "bookkeeping",
     "autoif_prompts": "bookkeeping",
     "scaling_best_of_n": "bookkeeping",
+    "prompt_subset": "bookkeeping",
     "experiment_report": "bookkeeping",
 }
 

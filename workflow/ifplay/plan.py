@@ -53,6 +53,8 @@ STAGE_VERSIONS = {
     "autoif_prompts": 1,
     "scaling_best_of_n": 1,
     "scaling_search": 1,
+    "evolved_prompts": 1,
+    "prompt_subset": 1,
 }
 
 # The main output of each stage kind, relative to its directory (the Snakefile rules use these).
@@ -84,6 +86,8 @@ OUTPUTS = {
     "autoif_prompts": "prompts.jsonl",
     "scaling_best_of_n": "responses.jsonl",
     "scaling_search": "responses.jsonl",
+    "evolved_prompts": "prompts.jsonl",
+    "prompt_subset": "prompts.jsonl",
 }
 
 # Stages whose counts.json goes into the manifest and tables/autoif_counts.csv, in pipeline order.
@@ -206,8 +210,9 @@ class Plan:
         self.sft: dict[str, Stage] = {}  # "actor" (M_0) and "refiner" (R_0) when they are SFT models
         self.autoif: AutoIFRun | None = None
         self.scaling: list[ScalingPoint] = []
+        self.evolution: Stage | None = None  # the teacher's evolved prompts (SPaR's pool when evolved)
 
-        base = self.add(self._base_model_stage())
+        base = self.base = self.add(self._base_model_stage())
         label = self._base_label()
         self.models.append((label, 0, base))
         actor = refiner = base  # M_0 and R_0: the base model, or its SFT
@@ -240,7 +245,7 @@ class Plan:
         chosen backend's own settings (``backend.vllm`` / ``backend.openai``) as a JSON object."""
         backend = self.config["backend"]
         return {"batch_size": backend["batch_size"], "max_prompt_tokens": backend["max_prompt_tokens"],
-                "backend_options": json.dumps(backend.get(backend["name"], {}), sort_keys=True)}
+                "backend_options": self._backend_options(backend["name"])}
 
     def _eval_responses(self, model: Stage, prompts: Stage) -> Stage:
         """Greedy responses of ``model`` to ``prompts`` (the evaluation decoding)."""
@@ -306,7 +311,10 @@ class Plan:
         backend = self.config["backend"]["name"]
         runtime = self.backend_runtime()
         autoif_pool = spar["prompt_source"] == "autoif"
-        if autoif_pool:
+        if spar["prompt_source"] == "evolved":
+            self.evolution = self._evolved_prompts()
+            pool = self.add(Stage("prompt_subset", {"limit": spar["prompt_limit"]}, {"prompts": self.evolution}))
+        elif autoif_pool:
             if self.autoif is None:
                 raise ConfigError("spar.prompt_source: 'autoif' takes SPaR's prompts from the AutoIF pipeline's "
                                   "queries, so it needs autoif.enabled: true (or set spar.prompt_source: "
@@ -367,6 +375,36 @@ class Plan:
             self.spar.append(SparIteration(t, samples, judged, trees, data, actor, refiner))
             self.models.append((f"{label}-SPaR-DPO", t + 1, actor))
             score_judge(f"{label}-SPaR-RFT", t + 1, refiner)
+
+    def _backend_options(self, name: str) -> str:
+        """The settings of backend ``name`` (``backend.vllm`` / ``backend.openai``) as JSON."""
+        return json.dumps(self.config["backend"].get(name, {}), sort_keys=True)
+
+    def _teacher(self) -> tuple[dict, Stage | None, dict]:
+        """The teacher (``teacher``): its hashed identity, its checkpoint stage (None for a model served
+        over HTTP under its own name) and its runtime settings (backend, options, batch sizes)."""
+        teacher = self.config["teacher"]
+        backend = teacher["backend"] or self.config["backend"]["name"]
+        runtime = {**self.backend_runtime(), "backend": backend, "backend_options": self._backend_options(backend)}
+        if teacher["model"] is None:
+            return {"backend": backend, "model": None}, self.base, runtime
+        if backend == "openai":
+            return {"backend": backend, "model": teacher["model"]}, None, {**runtime, "model": teacher["model"]}
+        origin = sources.model_origin(teacher["model"], "main", config_key="teacher.model")
+        stage = self.add(Stage("base_model", {"origin": origin.fingerprint, "dtype": self.config["model"]["dtype"]},
+                               runtime={"source": teacher["model"], "revision": "main"}))
+        return {"backend": backend, "model": None}, stage, runtime
+
+    def _evolved_prompts(self) -> Stage:
+        """The teacher's evolution of ``prompt_evolution.seeds`` (:mod:`ifplay.evolution`)."""
+        cfg = dict(self.config["prompt_evolution"])
+        source = cfg.pop("seeds")
+        cfg["seeds"] = sources.prompt_origin(source, config_key="prompt_evolution.seeds").fingerprint
+        cfg["template"], template = self._local_file(cfg["template"], "prompt_evolution.template")
+        teacher, model, runtime = self._teacher()
+        inputs = {"teacher": model} if model is not None else {}
+        return self.add(Stage("evolved_prompts", {"evolution": cfg, "teacher": teacher, "seed": self.config["seed"]},
+                              inputs, runtime={**runtime, "source": source, "template": template}))
 
     def _refiner_judge(self) -> tuple[dict, dict]:
         """The refiner judging as the model judge with ``spar.judge``'s settings (whatever judges in
@@ -547,7 +585,8 @@ class Plan:
                 + [stage.path("counts.json") for stage in (self.autoif.filters if self.autoif else [])]
                 + [stage.output for stage in self.training_runs().values()]
                 + [point.scores.output for point in self.scaling]
-                + [point.answers.output for point in self.scaling if point.answers])
+                + [point.answers.output for point in self.scaling if point.answers]
+                + ([self.evolution.path("counts.json"), self.evolution.path("usage.json")] if self.evolution else []))
 
     def tables(self) -> list[str]:
         """The tables the experiment report writes (``tables/<name>.csv``)."""
@@ -599,6 +638,9 @@ class Plan:
                 "offline_dpo": self.autoif.offline_dpo.output,
                 "online_dpo": [model.output for _, _, model in self.autoif.online],
             },
+            "prompt_evolution": None if self.evolution is None else {
+                "prompts": self.evolution.output, "counts_path": self.evolution.path("counts.json"),
+                "usage_path": self.evolution.path("usage.json")},
             "inference_scaling": [
                 {"method": p.method, "budget": p.budget, "scores": p.scores.output,
                  "answers": p.answers.output if p.answers else None}

@@ -6,7 +6,7 @@
 
 rule autoif_instructions:
     input:
-        unpack(autoif_inputs),
+        unpack(stage_inputs),
     output:
         instructions=stage_output("autoif_instructions"),
         counts=stage_output("autoif_instructions", "counts.json"),
@@ -212,7 +212,7 @@ rule autoif_scored:
 
 rule autoif_data:
     input:
-        unpack(autoif_inputs),
+        unpack(stage_inputs),
     output:
         pairs=stage_output("autoif_data"),
         sft=stage_output("autoif_data", "sft.jsonl"),

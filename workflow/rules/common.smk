@@ -139,8 +139,8 @@ def sandbox_args(wildcards):
     return f"--timeout {sandbox['timeout']} --memory-mb {sandbox['memory_mb']}"
 
 
-def autoif_inputs(wildcards):
-    """Every upstream output of an AutoIF stage, by its input name."""
+def stage_inputs(wildcards):
+    """Every upstream output of a stage, by its input name."""
     return {name: stage.output for name, stage in PLAN.stage(wildcards.key).inputs.items()}
 
 
