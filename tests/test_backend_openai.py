@@ -284,3 +284,24 @@ def test_generate_stage_through_the_cli(server, smollm2, tmp_path):
                 "--backend", "openai", "--backend-options", options, "--max-new-tokens", "16"], cwd=tmp_path)
     assert [r["key"] for r in read_jsonl(out)] == [0, 1, 2]
     assert '"requests": 3' in proc.stderr and KEY not in proc.stdout + proc.stderr
+
+
+def test_prompt_evolution_with_a_served_teacher(server, smollm2, tmp_path):
+    """`ifplay evolve-prompts --backend openai`: the teacher behind vLLM's server, its usage recorded."""
+    from ifplay.records import read_json, read_jsonl
+
+    options = json.dumps({"base_url": server, "api_key_env": KEY_ENV, "max_concurrency": 4})
+    files = {name: tmp_path / f"{name}.json{'l' if name in ('prompts', 'evolved') else ''}"
+             for name in ("prompts", "evolved", "counts", "usage")}
+    proc = run(["ifplay", "evolve-prompts", "--seeds", "builtin:seeds", "--limit", "4",
+                "--template", str(REPO / "config" / "prompts" / "evolve.txt"), "--teacher", str(smollm2),
+                "--backend", "openai", "--backend-options", options, "--max-new-tokens", "48",
+                *[arg for name, path in files.items() for arg in (f"--{name}" if name != "prompts" else "--out",
+                                                                   str(path))]], cwd=tmp_path)
+    usage = read_json(files["usage"])
+    assert usage["backend"] == "openai" and usage["conversations"] == 4 and usage["requests"] == 4
+    assert usage["completion_tokens"] > 0 and usage["prompt_tokens"] > 4 * 100 and usage["failures"] == 0
+    counts = read_json(files["counts"])
+    assert counts["seeds"] == 4 and counts["kept"] == len(read_jsonl(files["prompts"]))
+    assert len(read_jsonl(files["evolved"])) == 4
+    assert KEY not in proc.stdout + proc.stderr + files["usage"].read_text()
