@@ -61,7 +61,7 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
         tables["inference_scaling"] = str(csv.relative_to(out))
         actor = plan.models[-1][0]
         figure = plot_scaling(table, out / "figures" / "inference_scaling.png",
-                              f"{config['experiment']}: {actor}, inference-time scaling")
+                              f"{config['experiment']}: {actor} (actor) and its refiner")
         figures["inference_scaling"] = str(figure.relative_to(out))
     manifest = {
         "experiment": config["experiment"],

@@ -163,7 +163,10 @@ def plot_scaling(table: pd.DataFrame, path: str | Path, title: str) -> Path:
     ax.set_xlabel("budget: responses generated per prompt")
     ax.set_ylabel("IFEval prompt-level strict accuracy (%)")
     prompts = int(table["prompts"].max()) if not table.empty else 0
-    ax.set_title(f"{title} ({prompts} IFEval prompts)", fontsize=10)
+    ax.set_title(f"{title}\ninference-time scaling on {prompts} IFEval prompts", fontsize=9)
+    low, high = table["prompt_strict"].min(), table["prompt_strict"].max()
+    margin = max(2.0, 0.12 * (high - low))
+    ax.set_ylim(max(0.0, low - margin) if low > margin else -margin / 2, min(100.0, high + margin) + margin / 2)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
