@@ -30,13 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe  # benchmarks/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "results" / "benchmarks" / "checkpoint"
@@ -190,7 +191,7 @@ def main() -> None:
     workers = {b: start_worker(b, pythons[b], model, args) for b in args.backends}
     tokenizer = AutoTokenizer.from_pretrained(str(model))
     report = {
-        "machine": {"cpus": os.cpu_count(), "processor": cpu_model(), "python": platform.python_version()},
+        "machine": describe(),
         "settings": {"prompts": args.limit, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
                      "repeats": args.repeats, "modes": MODES},
         "workers": {b: {k: v for k, v in r.items() if k != "runs"} for b, r in workers.items()},
@@ -200,16 +201,6 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
     print(markdown(report) if args.markdown else json.dumps(report, indent=2))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

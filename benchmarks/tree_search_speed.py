@@ -39,11 +39,12 @@ import dataclasses
 import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine import describe  # benchmarks/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "results" / "benchmarks" / "checkpoint"
@@ -152,7 +153,7 @@ def run(args) -> dict:
     # a backend that seeds each request by its content (vllm) grows the same trees either way
     identical = sum(a == b for a, b in zip(*trees)) if len(trees) == 2 else None
     return {
-        "machine": {"cpus": os.cpu_count(), "processor": cpu_model(), "python": platform.python_version()},
+        "machine": describe(),
         "settings": {"backend": args.backend, "options": options, "batch_size": config["backend"]["batch_size"],
                      "prompts": len(prompts), "config": str(args.config), "seed": seed,
                      "sampling": spar["sampling"], "judge": spar["judge"], "search": spar["search"],
@@ -183,16 +184,6 @@ def markdown(report: dict) -> str:
                      f"roots prepared in {report['roots_preparation_s']:.0f} s, untimed); identical trees: "
                      f"{report['identical_trees']} of {report['roots']}")
     return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:
