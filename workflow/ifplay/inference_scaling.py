@@ -23,13 +23,15 @@ from __future__ import annotations
 import logging
 from dataclasses import fields
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ifplay.ifeval import METRICS, SHORT
 from ifplay.judge import VotedJudgement
 from ifplay.records import atomic_path, read_json
 from ifplay.tree_search import SearchResult, TreeSearch
+
+if TYPE_CHECKING:  # pandas only where tables are made: the command line also runs in .venv-vllm
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,8 @@ def scaling_table(rows: list[dict]) -> pd.DataFrame:
     """``rows``: method, budget, scores (a metrics.json path) and answers (a responses.jsonl whose
     records carry ``generations``; None for greedy). One row per (method, budget): the mean
     responses generated per prompt and IFEval's four metrics in percent."""
+    import pandas as pd
+
     from ifplay.records import read_jsonl
 
     records = []
