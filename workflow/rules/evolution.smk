@@ -2,29 +2,6 @@
 # prompts; with spar.prompt_source: evolved they are SPaR's prompt pool (first spar.prompt_limit).
 
 
-def teacher_args(wildcards, input):
-    """--teacher: the teacher's checkpoint (an input stage), or the model name a server serves."""
-    stage = PLAN.stage(wildcards.key)
-    model = input.teacher if "teacher" in stage.inputs else stage.runtime["model"]
-    return (f"--teacher {shlex.quote(str(model))} --backend {stage.runtime['backend']}"
-            f" --backend-options {shlex.quote(stage.runtime['backend_options'])}"
-            f" --batch-size {stage.runtime['batch_size']} --max-prompt-tokens {stage.runtime['max_prompt_tokens']}")
-
-
-def evolution_args(wildcards):
-    """Flags of the evolution settings (prompt_evolution), from the stage's hashed config."""
-    stage = PLAN.stage(wildcards.key)
-    cfg = stage.config["evolution"]
-    flags = [f"--seeds {shlex.quote(stage.runtime['source'])}", f"--limit {cfg['limit'] or 0}",
-             f"--template {shlex.quote(stage.runtime['template'])}",
-             f"--min-others {cfg['others'][0]} --max-others {cfg['others'][1]}",
-             f"--temperature {cfg['temperature']} --top-p {cfg['top_p']}",
-             f"--max-new-tokens {cfg['max_new_tokens']} --seed {stage.config['seed']}"]
-    if cfg["categories"]:
-        flags.append(f"--taxonomy {shlex.quote(json.dumps(cfg['categories']))}")
-    return " ".join(flags)
-
-
 rule evolved_prompts:
     input:
         unpack(stage_inputs),
