@@ -9,8 +9,8 @@ import pytest
 from conftest import REPO, run
 from ifplay.backends import Backend, SamplingParams
 from ifplay.config import load_config
-from ifplay.evolution import (TAXONOMY, categories, check_template, draw_constraints, evolve_prompts, load_seeds,
-                              parse_evolved, render)
+from ifplay.judge import check_template
+from ifplay.evolution import TAXONOMY, categories, draw_constraints, evolve_prompts, load_seeds, parse_evolved, render
 from ifplay.plan import Plan
 from ifplay.records import read_jsonl
 from ifplay.sources import SourceError
@@ -47,11 +47,11 @@ def test_parse_evolved():
 
 
 def test_template_checks_and_rendering():
-    check_template(TEMPLATE, "evolve.txt")
-    with pytest.raises(ValueError, match=r"bad.txt: evolution template lacks \{main_constraint\}"):
-        check_template("{prompt} {other_constraints}", "bad.txt")
-    with pytest.raises(ValueError, match="unknown or broken placeholder"):
-        check_template("{prompt} {main_constraint} {other_constraints} {oops}", "bad.txt")
+    check_template(TEMPLATE, "evolution", "evolve.txt")
+    with pytest.raises(ValueError, match=r"bad.txt: evolution template lacks placeholder\(s\) \{main_constraint\}"):
+        check_template("{prompt} {other_constraints}", "evolution", "bad.txt")
+    with pytest.raises(ValueError, match=r"unknown placeholder\(s\) \{oops\}"):
+        check_template("{prompt} {main_constraint} {other_constraints} {oops}", "evolution", "bad.txt")
     main, others = draw_constraints(random.Random(1), TAXONOMY, (2, 2))
     text = render(TEMPLATE, "Describe a cat.", main, others)
     assert "Describe a cat." in text and main.description in text and all(f"- {o.text()}" in text for o in others)

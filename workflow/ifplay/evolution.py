@@ -96,18 +96,6 @@ def render(template: str, prompt: str, main: Constraint, others: list[Constraint
     return template.format(prompt=prompt, main_constraint=main.text(), other_constraints=listed)
 
 
-def check_template(template: str, source: str) -> None:
-    """The evolution template must hold its three placeholders and nothing else in braces."""
-    try:
-        template.format(prompt="", main_constraint="", other_constraints="")
-    except (KeyError, IndexError, ValueError) as err:
-        raise ValueError(f"{source}: evolution template has an unknown or broken placeholder ({err}); "
-                         "allowed: {prompt} {main_constraint} {other_constraints}") from None
-    missing = [name for name in ("prompt", "main_constraint", "other_constraints") if f"{{{name}}}" not in template]
-    if missing:
-        raise ValueError(f"{source}: evolution template lacks {', '.join('{' + m + '}' for m in missing)}")
-
-
 def parse_evolved(text: str) -> tuple[str, str | None]:
     """(status, prompt): the text between the last ``[[start]]`` and the next ``[[end]]`` (or the
     end of the text) is the evolved prompt; ``None`` there or as the whole answer declines."""
@@ -186,19 +174,12 @@ def load_seeds(source: str, limit: int | None = None, config_key: str = "prompt_
     JSONL path, or ``hf:ORG/NAME[@REV]`` (split train; a ``prompt`` or ``instruction`` column, the
     row number as key when there is no ``key``). First ``limit`` in file order."""
     from ifplay.records import RecordError, read_jsonl
-    from ifplay.sources import SourceError, prompt_origin
+    from ifplay.sources import hub_rows, prompt_origin
 
     origin = prompt_origin(source, config_key)
     if origin.kind == "hub":
-        import datasets
-
-        try:
-            rows = datasets.load_dataset(origin.location, split="train", revision=origin.fingerprint["revision"])
-        except Exception as err:  # offline machines land here
-            raise SourceError(f"config key '{config_key}': cannot load hub dataset {origin.location} ({err}); "
-                              "on an offline machine set it to a local JSONL copy") from None
         records = []
-        for index, row in enumerate(rows):
+        for index, row in enumerate(hub_rows(origin, config_key)):
             text = row.get("prompt", row.get("instruction"))
             if not isinstance(text, str):
                 raise RecordError(f"{origin.location} row {index}: no 'prompt' or 'instruction' text")
@@ -212,11 +193,11 @@ def load_seeds(source: str, limit: int | None = None, config_key: str = "prompt_
 def _cmd_evolve(args) -> None:
     import json
 
+    from ifplay.judge import load_template
     from ifplay.records import write_json, write_jsonl
     from ifplay.teacher import teacher_from_args
 
-    template = open(args.template, encoding="utf-8").read()
-    check_template(template, args.template)
+    template = load_template(args.template, "evolution")
     taxonomy = json.loads(args.taxonomy) if args.taxonomy else TAXONOMY
     seeds = load_seeds(args.seeds, args.limit)
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ifplay.ifeval import METRICS, SHORT
-from ifplay.judge import VotedJudgement
 from ifplay.records import atomic_path, read_json
+from ifplay.spar import tree_root
 from ifplay.tree_search import SearchResult, TreeSearch
 
 if TYPE_CHECKING:  # pandas only where tables are made: the command line also runs in .venv-vllm
@@ -69,10 +69,7 @@ def split_roots(judged: list[dict], prompts: dict, end_gate: float) -> tuple[dic
         if record["value"] > end_gate:
             accepted[record["key"]] = record
         else:
-            judgement = VotedJudgement.from_json({f.name: record[f.name] for f in fields(VotedJudgement)
-                                                  if f.name in record})
-            roots.append({"key": record["key"], "prompt": prompts[record["key"]], "response": record["response"],
-                          "critique": record["critique"] or "", "judgement": judgement})
+            roots.append(tree_root(record, prompts[record["key"]], record["key"]))
     return accepted, roots
 
 

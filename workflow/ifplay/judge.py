@@ -35,6 +35,8 @@ from ifplay.backends import Backend, SamplingParams
 TEMPLATE_FIELDS = {
     "judge": ("prompt", "response"),
     "refine": ("prompt", "response", "critique"),
+    # SPaR's prompt evolution (config/prompts/evolve.txt, ifplay.evolution)
+    "evolution": ("prompt", "main_constraint", "other_constraints"),
     # AutoIF's supervisor prompts (config/prompts/autoif_*.txt, ifplay.autoif_stages)
     "autoif_augment": ("seeds", "n"),
     "autoif_verifier": ("instruction",),

@@ -380,6 +380,12 @@ class Plan:
         """The settings of backend ``name`` (``backend.vllm`` / ``backend.openai``) as JSON."""
         return json.dumps(self.config["backend"].get(name, {}), sort_keys=True)
 
+    def _other_model(self, source: str, config_key: str) -> Stage:
+        """A model besides the base one (AutoIF's supervisor, the teacher) as a ``base_model`` stage."""
+        origin = sources.model_origin(source, "main", config_key=config_key)
+        return self.add(Stage("base_model", {"origin": origin.fingerprint, "dtype": self.config["model"]["dtype"]},
+                              runtime={"source": source, "revision": "main"}))
+
     def _teacher(self) -> tuple[dict, Stage | None, dict]:
         """The teacher (``teacher``): its hashed identity, its checkpoint stage (None for a model served
         over HTTP under its own name) and its runtime settings (backend, options, batch sizes)."""
@@ -390,10 +396,7 @@ class Plan:
             return {"backend": backend, "model": None}, self.base, runtime
         if backend == "openai":
             return {"backend": backend, "model": teacher["model"]}, None, {**runtime, "model": teacher["model"]}
-        origin = sources.model_origin(teacher["model"], "main", config_key="teacher.model")
-        stage = self.add(Stage("base_model", {"origin": origin.fingerprint, "dtype": self.config["model"]["dtype"]},
-                               runtime={"source": teacher["model"], "revision": "main"}))
-        return {"backend": backend, "model": None}, stage, runtime
+        return {"backend": backend, "model": None}, self._other_model(teacher["model"], "teacher.model"), runtime
 
     def _evolved_prompts(self) -> Stage:
         """The teacher's evolution of ``prompt_evolution.seeds`` (:mod:`ifplay.evolution`)."""
@@ -462,12 +465,7 @@ class Plan:
         seed = self.config["seed"]
         runtime = self.backend_runtime()
         label = self._base_label()
-        if cfg["supervisor"]:
-            origin = sources.model_origin(cfg["supervisor"], "main", config_key="autoif.supervisor")
-            supervisor = self.add(Stage("base_model", {"origin": origin.fingerprint, "dtype": self.config["model"]["dtype"]},
-                                        runtime={"source": cfg["supervisor"], "revision": "main"}))
-        else:
-            supervisor = base
+        supervisor = self._other_model(cfg["supervisor"], "autoif.supervisor") if cfg["supervisor"] else base
 
         def templated(section: dict, key: str, *names: str) -> tuple[dict, dict]:
             """A config section with each template path replaced by its content hash (paths -> runtime)."""

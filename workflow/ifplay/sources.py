@@ -76,21 +76,26 @@ def _normalise(record: dict) -> dict:
             "instruction_id_list": list(record["instruction_id_list"]), "kwargs": kwargs}
 
 
+def hub_rows(origin: Origin, config_key: str) -> list[dict]:
+    """The train split of a hub dataset (``origin`` of kind hub), as dicts."""
+    import datasets
+
+    revision = origin.fingerprint["revision"]
+    try:
+        rows = datasets.load_dataset(origin.location, split="train", revision=revision)
+    except Exception as err:  # offline machines land here
+        raise SourceError(
+            f"config key '{config_key}': cannot load hub dataset {origin.location}@{revision} ({err}); "
+            "on an offline machine set it to a local JSONL copy"
+        ) from None
+    return [dict(row) for row in rows]
+
+
 def load_prompts(source: str, limit: int | None = None, config_key: str = "data") -> list[dict]:
     """Prompts in IFEval's format (key, prompt, instruction_id_list, kwargs), file order, first ``limit``."""
     origin = prompt_origin(source, config_key)
     if origin.kind == "hub":
-        import datasets
-
-        revision = origin.fingerprint["revision"]
-        try:
-            rows = datasets.load_dataset(origin.location, split="train", revision=revision)
-        except Exception as err:  # offline machines land here
-            raise SourceError(
-                f"config key '{config_key}': cannot load hub dataset {origin.location}@{revision} ({err}); "
-                "on an offline machine set it to a local JSONL copy"
-            ) from None
-        records = [dict(row) for row in rows]
+        records = hub_rows(origin, config_key)
         for i, record in enumerate(records):
             missing = [f for f in PROMPT_FIELDS if f not in record]
             if missing:

@@ -86,12 +86,16 @@ def mine_negatives(judged: list[dict], prompts: dict, per_prompt: int = 1, seed:
     roots = []
     for key, negatives in by_prompt.items():
         rng = random.Random(f"{seed}:{key}")
-        for record in rng.sample(negatives, min(per_prompt, len(negatives))):
-            judgement = VotedJudgement.from_json({f.name: record[f.name] for f in fields(VotedJudgement)
-                                                  if f.name in record})
-            roots.append({"key": response_id(record), "prompt": prompts[key], "response": record["response"],
-                          "critique": record["critique"] or "", "judgement": judgement})
+        roots += [tree_root(record, prompts[key], response_id(record))
+                  for record in rng.sample(negatives, min(per_prompt, len(negatives)))]
     return roots
+
+
+def tree_root(record: dict, prompt: dict, key) -> dict:
+    """A tree-search root from a judged response (``judge_responses`` output) and its prompt record."""
+    judgement = VotedJudgement.from_json({f.name: record[f.name] for f in fields(VotedJudgement) if f.name in record})
+    return {"key": key, "prompt": prompt, "response": record["response"], "critique": record["critique"] or "",
+            "judgement": judgement}
 
 
 def search_negatives(search: TreeSearch, roots: list[dict], out: str) -> list[SearchResult]:
