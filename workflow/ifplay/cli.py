@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_diff)
 
-    from ifplay import autoif_stages, cluster, evolution, inference_scaling, judge_eval, sandbox, spar, training
+    from ifplay import (autoif_stages, cluster, evolution, inference_scaling, judge_eval, sandbox, spar, teacher_data,
+                        training)
 
     spar.add_cli(sub)
     judge_eval.add_cli(sub)
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     autoif_stages.add_cli(sub)
     inference_scaling.add_cli(sub)
     evolution.add_cli(sub)
+    teacher_data.add_cli(sub)
 
     p = sub.add_parser("plan", help="list the stages (kind, key, config) a configuration runs")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays on config/default.yaml")

@@ -73,10 +73,11 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
         "spar_counts": spar_counts,
         "autoif_counts": autoif_counts,
     }
-    if manifest["prompt_evolution"]:  # kept and dropped at each step, and what the teacher was asked
-        evolution = manifest["prompt_evolution"]
-        evolution["counts"] = read_json(evolution["counts_path"])
-        evolution["usage"] = read_json(evolution["usage_path"])
+    # kept and dropped at each step, and what the teacher was asked
+    for section in (manifest["prompt_evolution"], (manifest["sft"] or {}).get("teacher_data")):
+        if section:
+            section["counts"] = read_json(section["counts_path"])
+            section["usage"] = read_json(section["usage_path"])
     for stage in manifest["stages"]:
         stage["done"] = Path(stage["output"]).exists()
     write_json(out / "manifest.json", manifest)

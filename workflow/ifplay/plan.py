@@ -55,6 +55,7 @@ STAGE_VERSIONS = {
     "scaling_search": 1,
     "evolved_prompts": 1,
     "prompt_subset": 1,
+    "teacher_sft_data": 1,
 }
 
 # The main output of each stage kind, relative to its directory (the Snakefile rules use these).
@@ -88,6 +89,7 @@ OUTPUTS = {
     "scaling_search": "responses.jsonl",
     "evolved_prompts": "prompts.jsonl",
     "prompt_subset": "prompts.jsonl",
+    "teacher_sft_data": "actor.jsonl",
 }
 
 # Stages whose counts.json goes into the manifest and tables/autoif_counts.csv, in pipeline order.
@@ -211,6 +213,7 @@ class Plan:
         self.autoif: AutoIFRun | None = None
         self.scaling: list[ScalingPoint] = []
         self.evolution: Stage | None = None  # the teacher's evolved prompts (SPaR's pool when evolved)
+        self.teacher_data: Stage | None = None  # the teacher's SFT data for M_0 and R_0
 
         base = self.base = self.add(self._base_model_stage())
         label = self._base_label()
@@ -287,20 +290,52 @@ class Plan:
         return {"sha256": sources.file_sha256(resolved)}, str(resolved)
 
     def _add_sft(self, base: Stage) -> tuple[Stage, Stage]:
-        """M_0 = SFT(base) on ``sft.actor_data``; R_0 = SFT(base) on ``sft.refiner_data``, or M_0
-        itself when that is null (both roles then start from one SFT model)."""
+        """M_0 = SFT(base) on the actor data, R_0 = SFT(base) on the refiner data: the teacher's
+        (``sft.data_source: teacher``, :meth:`_teacher_sft_data`) or given files (``files``:
+        ``sft.actor_data``; R_0 = M_0 when ``sft.refiner_data`` is null)."""
         sft = self.config["sft"]
 
-        def fine_tune(data_key: str) -> Stage:
-            data, path = self._local_file(sft[data_key], f"sft.{data_key}")
-            return self.add(Stage("sft_model", {"settings": sft["training"], "data": data,
-                                                "seed": self.config["seed"]},
-                                  {"model": base}, runtime={"data": path}))
+        def fine_tune(data: dict, inputs: dict, path: str) -> Stage:
+            return self.add(Stage("sft_model", {"settings": sft["training"], "data": data, "seed": self.config["seed"]},
+                                  {"model": base, **inputs}, runtime={"data": path}))
 
-        actor = fine_tune("actor_data")
-        refiner = fine_tune("refiner_data") if sft["refiner_data"] else actor
+        if sft["data_source"] == "teacher":
+            self.teacher_data = data = self._teacher_sft_data(base)
+            actor, refiner = (fine_tune({"file": name}, {"data": data}, data.path(name))
+                              for name in ("actor.jsonl", "refiner.jsonl"))
+        else:
+            actor = self._sft_on_file(fine_tune, "actor_data")
+            refiner = self._sft_on_file(fine_tune, "refiner_data") if sft["refiner_data"] else actor
         self.sft = {"actor": actor, "refiner": refiner}
         return actor, refiner
+
+    def _sft_on_file(self, fine_tune, data_key: str) -> Stage:
+        data, path = self._local_file(self.config["sft"][data_key], f"sft.{data_key}")
+        return fine_tune(data, {}, path)
+
+    def _teacher_sft_data(self, base: Stage) -> Stage:
+        """The teacher's SFT data (:mod:`ifplay.teacher_data`): its answers to the evolved prompts, and
+        its judgements and refinements of the student's (``base``'s) samples, in SPaR's formats."""
+        cfg = dict(self.config["sft"]["teacher_data"])
+        seed = self.config["seed"]
+        self.evolution = evolution = self._evolved_prompts()
+        student_prompts = self.add(Stage("prompt_subset", {"limit": cfg.pop("refiner_prompts")}, {"prompts": evolution}))
+        samples = self.add(Stage("spar_samples", {"backend": self.config["backend"]["name"], "seed": seed,
+                                                  "sampling": cfg.pop("student")},
+                                 {"model": base, "prompts": student_prompts}, runtime=self.backend_runtime()))
+        judge_template, judge_path = self._spar_template("judge")
+        refine_template, refine_path = self._spar_template("search")
+        cfg["judge"] = {**cfg["judge"], "template": judge_template}
+        cfg["refine"] = {**cfg["refine"], "template": refine_template,
+                         "output_format": self.config["spar"]["search"]["output_format"]}
+        teacher, model, runtime = self._teacher()
+        inputs = {"prompts": evolution, "samples": samples, **({"teacher": model} if model is not None else {})}
+        return self.add(Stage("teacher_sft_data", {**cfg, "teacher": teacher, "seed": seed}, inputs,
+                              runtime={**runtime, "judge_template": judge_path, "refine_template": refine_path}))
+
+    def _spar_template(self, section: str) -> tuple[dict, str]:
+        """SPaR's judge (``spar.judge``) or refine (``spar.search``) template: its content hash and its path."""
+        return self._local_file(self.config["spar"][section]["template"], f"spar.{section}.template")
 
     def _add_spar(self, base: Stage, actor: Stage, refiner: Stage) -> None:
         """SPaR iterations from M_0 = ``actor`` and R_0 = ``refiner``: M_{t+1} = DPO(M_t) on refined
@@ -323,11 +358,13 @@ class Plan:
         else:
             pool = self.add(self._prompt_set("train_prompts", spar["prompt_limit"]))
         judge = dict(spar["judge"])
-        judge_template, judge_path = self._local_file(judge.pop("template"), "spar.judge.template")
+        del judge["template"]
+        judge_template, judge_path = self._spar_template("judge")
         # the refiner as a judge always judges as the model judge does, whoever judges in training
         judge_eval, _ = self._refiner_judge()
         search = dict(spar["search"])
-        refine_template, refine_path = self._local_file(search.pop("template"), "spar.search.template")
+        del search["template"]
+        refine_template, refine_path = self._spar_template("search")
         if judge["kind"] == "verifier":  # the oracle reads no model and no sampling settings
             judge = {"kind": "verifier"}
             if autoif_pool:  # it runs the queries' functions in the sandbox, with AutoIF's limits
@@ -413,7 +450,7 @@ class Plan:
         """The refiner judging as the model judge with ``spar.judge``'s settings (whatever judges in
         training): its hashed config and the template's path (runtime)."""
         judge = dict(self.config["spar"]["judge"])
-        judge["template"], path = self._local_file(judge["template"], "spar.judge.template")
+        judge["template"], path = self._spar_template("judge")
         return {**judge, "kind": "model"}, {"judge_template": path}
 
     def _add_inference_scaling(self, actor: Stage, refiner: Stage) -> None:
@@ -448,7 +485,7 @@ class Plan:
         if "tree_search" in cfg["methods"]:
             search = {**self.config["spar"]["search"], **cfg["search"]}
             search.pop("budget")
-            search["template"], refine_path = self._local_file(search["template"], "spar.search.template")
+            search["template"], refine_path = self._spar_template("search")
             judged_greedy = judged(greedy)
             for budget in budgets:
                 answers = self.add(Stage("scaling_search", {"budget": budget, "search": search, "judge": judge,
@@ -584,7 +621,8 @@ class Plan:
                 + [stage.output for stage in self.training_runs().values()]
                 + [point.scores.output for point in self.scaling]
                 + [point.answers.output for point in self.scaling if point.answers]
-                + ([self.evolution.path("counts.json"), self.evolution.path("usage.json")] if self.evolution else []))
+                + [stage.path(name) for stage in (self.evolution, self.teacher_data) if stage
+                   for name in ("counts.json", "usage.json")])
 
     def tables(self) -> list[str]:
         """The tables the experiment report writes (``tables/<name>.csv``)."""
@@ -639,6 +677,12 @@ class Plan:
             "prompt_evolution": None if self.evolution is None else {
                 "prompts": self.evolution.output, "counts_path": self.evolution.path("counts.json"),
                 "usage_path": self.evolution.path("usage.json")},
+            "sft": None if not self.sft else {
+                "actor": self.sft["actor"].output, "refiner": self.sft["refiner"].output,
+                "teacher_data": None if self.teacher_data is None else {
+                    "actor_data": self.teacher_data.output, "refiner_data": self.teacher_data.path("refiner.jsonl"),
+                    "counts_path": self.teacher_data.path("counts.json"),
+                    "usage_path": self.teacher_data.path("usage.json")}},
             "inference_scaling": [
                 {"method": p.method, "budget": p.budget, "scores": p.scores.output,
                  "answers": p.answers.output if p.answers else None}

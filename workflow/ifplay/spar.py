@@ -142,6 +142,20 @@ def _disputed(votes: list) -> bool:
     return len(valid) == 1 or (0 in valid and 1 in valid)
 
 
+def judgement_example(judge_template: str, prompt: str, response: str, critique: str, kind: str) -> dict:
+    """A refiner training dialogue: the judge prompt, then the judgement (which already starts with
+    any assistant prefill of the template)."""
+    user = template_turns(judge_template, prompt=prompt, response=response)[0]
+    return {"messages": [user, _assistant(critique)], "kind": kind}
+
+
+def refinement_example(refine_template: str, prompt: str, response: str, critique: str, refinement: str) -> dict:
+    """A refiner training dialogue: the refine prompt (instruction, response, critique), then the
+    refiner's whole output."""
+    text = refine_template.format(prompt=prompt, response=response, critique=critique)
+    return {"messages": [_user(text), _assistant(refinement)], "kind": "refinement"}
+
+
 def build_training_data(judged: list[dict], trees: list[dict], judge_template: str, refine_template: str,
                         mix: RFTMix, seed: int = 0) -> tuple[list[dict], list[dict], dict]:
     """DPO pairs for the actor and RFT examples for the refiner, with counts of each kind."""
@@ -157,11 +171,6 @@ def build_training_data(judged: list[dict], trees: list[dict], judge_template: s
         pairs.append({"prompt": [_user(tree["prompt"]["prompt"])], "chosen": [_assistant(chosen)],
                       "rejected": [_assistant(rejected)], "key": tree["key"]})
 
-    def judgement_example(prompt: str, response: str, critique: str, kind: str) -> dict:
-        # the critique already starts with any assistant prefill of the template
-        user = template_turns(judge_template, prompt=prompt, response=response)[0]
-        return {"messages": [user, _assistant(critique)], "kind": kind}
-
     refinements, tree_pos, tree_neg = [], [], []
     for tree in trees:
         prompt = tree["prompt"]["prompt"]
@@ -169,23 +178,23 @@ def build_training_data(judged: list[dict], trees: list[dict], judge_template: s
         if tree["success"]:
             for parent_id, child_id in zip(tree["path"], tree["path"][1:]):
                 parent, child = nodes[parent_id], nodes[child_id]
-                text = refine_template.format(prompt=prompt, response=parent["response"], critique=parent["critique"])
-                refinements.append({"messages": [_user(text), _assistant(child["refinement"])], "kind": "refinement"})
+                refinements.append(refinement_example(refine_template, prompt, parent["response"], parent["critique"],
+                                                      child["refinement"]))
         for node in nodes[1:]:
             judgement = node["judgement"]
             if not judgement or judgement["critique"] is None or not _disputed(judgement["votes"]):
                 continue
             value = judgement["value"]
             if value > 0.5:
-                tree_pos.append(judgement_example(prompt, node["response"], judgement["critique"], "tree_judgement_yes"))
+                tree_pos.append(judgement_example(judge_template, prompt, node["response"], judgement["critique"], "tree_judgement_yes"))
             elif value < 0.5:
-                tree_neg.append(judgement_example(prompt, node["response"], judgement["critique"], "tree_judgement_no"))
+                tree_neg.append(judgement_example(judge_template, prompt, node["response"], judgement["critique"], "tree_judgement_no"))
     sample_yes, sample_no = [], []
     for record in judged:
         if record["label"] is None or record["critique"] is None or not _disputed(record["votes"]):
             continue
         target = sample_yes if record["label"] == 1 else sample_no
-        target.append(judgement_example(record["prompt"], record["response"], record["critique"],
+        target.append(judgement_example(judge_template, record["prompt"], record["response"], record["critique"],
                                         f"sample_judgement_{'yes' if record['label'] == 1 else 'no'}"))
 
     def capped(items: list[dict], cap: int) -> list[dict]:

@@ -164,6 +164,23 @@ def teacher_args(wildcards, input):
             f" --batch-size {stage.runtime['batch_size']} --max-prompt-tokens {stage.runtime['max_prompt_tokens']}")
 
 
+def teacher_data_args(wildcards):
+    """Flags of the teacher's SFT data settings (sft.teacher_data), from the stage's hashed config."""
+    stage = PLAN.stage(wildcards.key)
+    cfg = stage.config
+    answer, judge, refine = cfg["answer"], cfg["judge"], cfg["refine"]
+    flags = [f"--actor-limit {cfg['actor_prompts'] or 0} --seed {cfg['seed']}",
+             f"--temperature {answer['temperature']} --top-p {answer['top_p']} --max-new-tokens {answer['max_new_tokens']}",
+             f"--judge-template {shlex.quote(stage.runtime['judge_template'])} --votes {judge['votes']}",
+             f"--judge-temperature {judge['temperature']} --judge-top-p {judge['top_p']}",
+             f"--judge-max-new-tokens {judge['max_new_tokens']} --tie-resamples {judge['tie_resamples']}",
+             f"--refine-template {shlex.quote(stage.runtime['refine_template'])} --output-format {refine['output_format']}",
+             f"--refine-temperature {refine['temperature']} --refine-top-p {refine['top_p']}",
+             f"--refine-max-new-tokens {refine['max_new_tokens']}",
+             "--verify-refinements" if cfg["verify_refinements"] else "--no-verify-refinements"]
+    return " ".join(flags)
+
+
 def evolution_args(wildcards):
     """Flags of the evolution settings (prompt_evolution), from the stage's hashed config."""
     stage = PLAN.stage(wildcards.key)

@@ -1,5 +1,35 @@
-# Initial SFT (optional, `sft.enabled`): M_0 and R_0 are the base model fine-tuned on given
-# conversations (SPaR's "-SFT" models); the SPaR iterations then start from them.
+# Initial SFT (optional, `sft.enabled`): M_0 and R_0 are the base model fine-tuned on the teacher's
+# data (or given conversations, sft.data_source: files): SPaR's "-SFT" models, where its iterations start.
+
+
+rule teacher_sft_data:
+    input:
+        unpack(stage_inputs),
+    output:
+        actor=stage_output("teacher_sft_data"),
+        refiner=stage_output("teacher_sft_data", "refiner.jsonl"),
+        answers=stage_output("teacher_sft_data", "answers.jsonl"),
+        judged=stage_output("teacher_sft_data", "judged.jsonl"),
+        refinements=stage_output("teacher_sft_data", "refinements.jsonl"),
+        counts=stage_output("teacher_sft_data", "counts.json"),
+        usage=stage_output("teacher_sft_data", "usage.json"),
+    params:
+        teacher=teacher_args,
+        data=teacher_data_args,
+    log:
+        "logs/teacher_sft_data/{key}.log",
+    benchmark:
+        "logs/teacher_sft_data/{key}.benchmark.tsv"
+    conda:
+        "../../envs/generation.yaml"
+    threads: THREADS["generation"]
+    resources:
+        **RESOURCES["generation"],
+    shell:
+        "ifplay teacher-sft-data --prompts {input.prompts} --samples {input.samples} {params.data} {params.teacher}"
+        " --threads {threads} --actor {output.actor} --refiner {output.refiner} --answers {output.answers}"
+        " --judged {output.judged} --refinements {output.refinements} --counts {output.counts} --usage {output.usage}"
+        " > {log} 2>&1"
 
 
 rule sft_model:
