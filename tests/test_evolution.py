@@ -53,7 +53,8 @@ def test_template_checks_and_rendering():
     with pytest.raises(ValueError, match=r"unknown placeholder\(s\) \{oops\}"):
         check_template("{prompt} {main_constraint} {other_constraints} {oops}", "evolution", "bad.txt")
     main, others = draw_constraints(random.Random(1), TAXONOMY, (2, 2))
-    text = render(TEMPLATE, "Describe a cat.", main, others)
+    [turn] = render(TEMPLATE, "Describe a cat.", main, others)
+    text = turn["content"]
     assert "Describe a cat." in text and main.description in text and all(f"- {o.text()}" in text for o in others)
 
 

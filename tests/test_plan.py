@@ -227,13 +227,13 @@ def test_initial_sft_starts_both_roles(tmp_path):
     actor_data.write_text(json.dumps(conversation) + "\n")
     refiner_data.write_text(json.dumps(conversation) + "\n" + json.dumps(conversation) + "\n")
     base = plan(**SPAR)
-    one = plan(spar={"enabled": True}, sft={"enabled": True, "actor_data": str(actor_data)})
+    one = plan(spar={"enabled": True}, sft={"enabled": True, "data_source": "files", "actor_data": str(actor_data)})
     m0 = one.spar[0].samples.inputs["model"]
     assert m0.kind == "sft_model" and m0.inputs["model"].kind == "base_model"
     assert one.spar[0].judged.inputs["refiner"] is m0  # no refiner data: R_0 = M_0
     assert [(label.endswith("-SFT"), it) for label, it, _ in one.models] == [(False, 0), (True, 0), (False, 1)]
     assert one.judge_evaluations[0].model.endswith("-SFT")
-    two = plan(spar={"enabled": True}, sft={"enabled": True, "actor_data": str(actor_data),
+    two = plan(spar={"enabled": True}, sft={"enabled": True, "data_source": "files", "actor_data": str(actor_data),
                                              "refiner_data": str(refiner_data)})
     r0 = two.spar[0].judged.inputs["refiner"]
     assert r0.kind == "sft_model" and r0 is not two.spar[0].samples.inputs["model"]
@@ -245,6 +245,6 @@ def test_initial_sft_starts_both_roles(tmp_path):
 
 def test_sft_needs_its_data_named_in_the_error():
     with pytest.raises(SourceError, match="config key 'sft.actor_data': no file given"):
-        plan(sft={"enabled": True})
+        plan(sft={"enabled": True, "data_source": "files"})
     with pytest.raises(SourceError, match="config key 'sft.actor_data': /no/such.jsonl: no such file"):
-        plan(sft={"enabled": True, "actor_data": "/no/such.jsonl"})
+        plan(sft={"enabled": True, "data_source": "files", "actor_data": "/no/such.jsonl"})

@@ -43,6 +43,7 @@ RULE_GROUPS = {
     "autoif_online_samples": "generation",
     "scaling_search": "generation",
     "evolved_prompts": "generation",
+    "teacher_sft_data": "generation",
     "autoif_sft": "training",
     "sft_model": "training",
     "actor_dpo": "training",

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 from ifplay.backends import Backend, SamplingParams
+from ifplay.judge import joined, template_turns
 from ifplay.records import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,11 @@ def draw_constraints(rng: random.Random, taxonomy: dict, others: tuple[int, int]
     return main, rng.sample(rest, min(rng.randint(low, high), len(rest)))
 
 
-def render(template: str, prompt: str, main: Constraint, others: list[Constraint]) -> str:
+def render(template: str, prompt: str, main: Constraint, others: list[Constraint]) -> list[dict]:
+    """The evolution request as chat turns: the user turn, and the template's assistant prefill if
+    it has one (after a line ``<<<assistant>>>``, e.g. ``[[start]]`` for a small teacher)."""
     listed = "\n".join(f"- {c.text()}" for c in others) or "- (none)"
-    return template.format(prompt=prompt, main_constraint=main.text(), other_constraints=listed)
+    return template_turns(template, prompt=prompt, main_constraint=main.text(), other_constraints=listed)
 
 
 def parse_evolved(text: str) -> tuple[str, str | None]:
@@ -136,15 +139,15 @@ def evolve_prompts(seeds: list[dict], teacher: Backend, template: str, taxonomy:
     with tqdm(total=len(keys), initial=len(keys) - len(todo), desc="evolve", unit="prompt") as bar:
         for start in range(0, len(todo), chunk):
             part = [plans[k] for k in todo[start:start + chunk]]
-            conversations = [[{"role": "user", "content": render(template, record["prompt"], main, extra)}]
-                             for record, main, extra in part]
+            conversations = [render(template, record["prompt"], main, extra) for record, main, extra in part]
             outputs = teacher.chat(conversations, params, progress="evolve")
             rows = []
-            for (record, main, extra), texts in zip(part, outputs):
-                status, prompt = parse_evolved(texts[0])
+            for (record, main, extra), conversation, texts in zip(part, conversations, outputs):
+                answer = joined(conversation, texts[0])
+                status, prompt = parse_evolved(answer)
                 rows.append({"key": record["key"], "seed_prompt": record["prompt"], "main_constraint": main.category,
                              "main_group": main.group, "other_constraints": [c.category for c in extra],
-                             "answer": texts[0], "status": status, "prompt": prompt})
+                             "answer": answer, "status": status, "prompt": prompt})
             journal.append(rows)
             bar.update(len(part))
     answers = journal.finish(order=keys)
@@ -201,7 +204,7 @@ def _cmd_evolve(args) -> None:
     taxonomy = json.loads(args.taxonomy) if args.taxonomy else TAXONOMY
     seeds = load_seeds(args.seeds, args.limit)
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                            seed=args.seed)
+                            seed=args.seed, stop=tuple(json.loads(args.stop)) if args.stop else ())
     with teacher_from_args(args) as teacher:
         kept, answers, counts = evolve_prompts(seeds, teacher, template, taxonomy, (args.min_others, args.max_others),
                                                params, args.seed, args.evolved)
@@ -226,6 +229,7 @@ def add_cli(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--stop", default=None, help="JSON list of strings that end the teacher's answer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="kept prompts JSONL (key, prompt, constraints)")
     p.add_argument("--evolved", required=True, help="every teacher answer with its status (JSONL)")

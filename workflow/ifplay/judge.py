@@ -232,11 +232,11 @@ class ModelJudge(Judge):
 
     def _vote(self, conversations: list[list[dict]], params: SamplingParams) -> list[VotedJudgement]:
         completions = self.backend.chat(conversations, params, progress="judge")
-        return [vote([_joined(conversation, text) for text in texts])
+        return [vote([joined(conversation, text) for text in texts])
                 for conversation, texts in zip(conversations, completions)]
 
 
-def _joined(conversation: list[dict], completion: str) -> str:
+def joined(conversation: list[dict], completion: str) -> str:
     """The full assistant answer: a prefilled start plus the model's continuation."""
     if conversation[-1]["role"] == "assistant":
         return conversation[-1]["content"] + completion

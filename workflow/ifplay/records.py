@@ -154,15 +154,19 @@ class Checkpoint:
         """Stop appending; the journal stays until the stage removes it (it wrote its own output)."""
         self._handle.close()
 
+    def ordered(self, order: list | None = None) -> list[dict]:
+        """The journalled records, in ``order`` of ids when given."""
+        if order is None:
+            return list(self.records)
+        by_id: dict = {}
+        for record in self.records:
+            by_id.setdefault(record[self.id_field], []).append(record)
+        return [r for key in order for r in by_id.get(key, [])]
+
     def finish(self, order: list | None = None) -> list[dict]:
         """Write the output (in ``order`` of ids when given) and drop the journal."""
         self._handle.close()
-        records = self.records
-        if order is not None:
-            by_id: dict = {}
-            for record in records:
-                by_id.setdefault(record[self.id_field], []).append(record)
-            records = [r for key in order for r in by_id.get(key, [])]
+        records = self.ordered(order)
         write_jsonl(self.output, records)
         self.path.unlink(missing_ok=True)
         return records

@@ -37,11 +37,13 @@ def response_id(record: dict) -> str:
 
 
 # -- 1. voted judgements ---------------------------------------------------------------------
-def judge_responses(prompts_path: str, responses_path: str, out: str, judge: Judge, chunk: int = 64) -> list[dict]:
+def judge_responses(prompts_path: str, responses_path: str, out: str, judge: Judge, chunk: int = 64,
+                    finish: bool = True) -> list[dict]:
     """Judge every response of ``responses_path`` (key, sample, prompt, response); resumable.
 
     Output lines: the response fields plus the voted judgement (label 1/0/None, value, votes,
-    n_invalid, tie, the kept critique and all critiques).
+    n_invalid, tie, the kept critique and all critiques). ``finish=False`` leaves them in the
+    journal (a stage that goes on asking the same model writes every output at its end).
     """
     prompts = {p["key"]: p for p in read_jsonl(prompts_path, required=("key", "prompt"))}
     responses = read_jsonl(responses_path, required=("key", "prompt", "response"))
@@ -57,7 +59,11 @@ def judge_responses(prompts_path: str, responses_path: str, out: str, judge: Jud
             journal.append({"id": response_id(r), "key": r["key"], "sample": r.get("sample", 0), "prompt": r["prompt"],
                             "response": r["response"], **j.to_json()} for r, j in zip(part, judgements))
             bar.update(len(part))
-    return journal.finish(order=[response_id(r) for r in responses])
+    order = [response_id(r) for r in responses]
+    if not finish:
+        journal.close()
+        return journal.ordered(order)
+    return journal.finish(order=order)
 
 
 def judgement_counts(judged: list[dict]) -> dict:

@@ -16,7 +16,8 @@ This stage makes both data sets with any teacher (:mod:`ifplay.teacher`):
   :func:`ifplay.spar.refinement_example`), so R_0 learns the prompts it is given in self-play.
 
 Both outputs are JSONL in TRL's conversational format (``{"messages": [...]}`` plus ``key`` and
-``kind``). Every teacher call is journalled (answers, judgements, refinements), so an interrupted
+``kind``). Every teacher answer is journalled (answers, judgements, refinements: ``<file>.partial``
+until the whole stage is done, as Snakemake deletes a failed job's outputs), so an interrupted
 stage resumes without asking the teacher again; ``counts.json`` keeps what was kept and dropped,
 ``usage.json`` what the teacher was asked (and, for a server, requests and tokens) in this run.
 """
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 
 def answer_prompts(prompts: list[dict], teacher: Backend, params: SamplingParams, journal_path: str,
                    chunk: int = 64) -> list[dict]:
-    """The teacher's answer to every prompt (key, prompt, answer), journalled chunk by chunk."""
+    """The teacher's answer to every prompt (key, prompt, answer), journalled chunk by chunk to
+    ``<journal_path>.partial`` (:func:`finish` writes ``journal_path``)."""
     journal = Checkpoint(journal_path, id_field="key")
     todo = [p for p in prompts if p["key"] not in journal.done]
     if journal.done:
@@ -51,13 +53,14 @@ def answer_prompts(prompts: list[dict], teacher: Backend, params: SamplingParams
             journal.append({"key": p["key"], "prompt": p["prompt"], "answer": texts[0]}
                            for p, texts in zip(part, outputs))
             bar.update(len(part))
-    return journal.finish(order=[p["key"] for p in prompts])
+    journal.close()
+    return journal.ordered([p["key"] for p in prompts])
 
 
 def refine_negatives(judged: list[dict], prompts: dict, teacher: Backend, judge: Judge, refine_template: str,
                      search: SearchConfig, verify: bool, journal_path: str, chunk: int = 64) -> list[dict]:
     """The teacher's refinement of every response it judged No, with its parsed refined response and
-    (``verify``) the teacher's judgement of it; journalled by response id."""
+    (``verify``) the teacher's judgement of it; journalled by response id (see :func:`answer_prompts`)."""
     negatives = [r for r in judged if r["label"] == 0]
     journal = Checkpoint(journal_path, id_field="id")
     todo = [r for r in negatives if response_id(r) not in journal.done]
@@ -81,7 +84,13 @@ def refine_negatives(judged: list[dict], prompts: dict, teacher: Backend, judge:
                             "verification": checks[i].to_json() if i in checks else None}
                            for i, (r, critique, output, text) in enumerate(zip(part, critiques, outputs, refined)))
             bar.update(len(part))
-    return journal.finish(order=[response_id(r) for r in negatives])
+    journal.close()
+    return journal.ordered([response_id(r) for r in negatives])
+
+
+def finish(journal_path: str, records: list[dict], id_field: str) -> None:
+    """Write a journalled output (``records``, in their order) and drop its journal."""
+    Checkpoint(journal_path, id_field=id_field).finish(order=list(dict.fromkeys(r[id_field] for r in records)))
 
 
 def _judgement_fields(record: dict) -> dict:
@@ -153,7 +162,7 @@ def _cmd_sft_data(args) -> None:
         with make_judge("model", teacher, args.judge_template, votes=args.votes, temperature=args.judge_temperature,
                         top_p=args.judge_top_p, max_new_tokens=args.judge_max_new_tokens, seed=args.seed,
                         tie_resamples=args.tie_resamples) as judge:
-            judged = judge_responses(args.prompts, args.samples, args.judged, judge)
+            judged = judge_responses(args.prompts, args.samples, args.judged, judge, finish=False)
             refinements = refine_negatives(judged, by_key, teacher, judge, refine_template, search,
                                            args.verify_refinements, args.refinements)
         usage = teacher.usage()
@@ -161,6 +170,9 @@ def _cmd_sft_data(args) -> None:
     refiner, refiner_counts = refiner_examples(judged, refinements, judge_template, refine_template,
                                                args.verify_refinements)
     counts = {**actor_counts, **refiner_counts}
+    finish(args.answers, answers, "key")
+    finish(args.judged, judged, "id")
+    finish(args.refinements, refinements, "id")
     write_jsonl(args.actor, actor)
     write_jsonl(args.refiner, refiner)
     write_json(args.counts, counts)

@@ -192,4 +192,6 @@ def evolution_args(wildcards):
              f"--max-new-tokens {cfg['max_new_tokens']} --seed {stage.config['seed']}"]
     if cfg["categories"]:
         flags.append(f"--taxonomy {shlex.quote(json.dumps(cfg['categories']))}")
+    if cfg["stop"]:
+        flags.append(f"--stop {shlex.quote(json.dumps(cfg['stop']))}")
     return " ".join(flags)

@@ -40,6 +40,9 @@ rule sft_model:
         checkpoint=directory(stage_output("sft_model")),
     params:
         settings=training_settings,
+        # the teacher's data may come out empty (a weak teacher): M_0 is then the base model, logged;
+        # an empty given file is an error
+        if_empty=lambda wildcards: "keep" if "data" in PLAN.stage(wildcards.key).inputs else "error",
     log:
         "logs/sft_model/{key}.log",
     benchmark:
@@ -51,4 +54,4 @@ rule sft_model:
         **RESOURCES["training"],
     shell:
         "ifplay launch --gpus {resources.gpu} --nodes {resources.nodes} -- train-sft --model {input.model} --data {input.data} --out {output.checkpoint}"
-        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
+        " --settings {params.settings:q} --if-empty {params.if_empty} --threads {threads} > {log} 2>&1"
