@@ -305,3 +305,34 @@ def test_prompt_evolution_with_a_served_teacher(server, smollm2, tmp_path):
     assert counts["seeds"] == 4 and counts["kept"] == len(read_jsonl(files["prompts"]))
     assert len(read_jsonl(files["evolved"])) == 4
     assert KEY not in proc.stdout + proc.stderr + files["usage"].read_text()
+
+
+def test_teacher_sft_data_with_a_served_teacher(server, smollm2, tmp_path):
+    """`ifplay teacher-sft-data --backend openai`: answers, judgements (with the template's prefill,
+    sent as continue_final_message) and refinements by the served teacher; its usage recorded."""
+    from ifplay.records import read_json, read_jsonl, write_jsonl
+
+    prompts = [{"key": 1, "prompt": "Describe the sea in exactly two sentences."},
+               {"key": 2, "prompt": "Write a haiku about tea, all in lowercase."}]
+    write_jsonl(tmp_path / "prompts.jsonl", prompts)
+    write_jsonl(tmp_path / "samples.jsonl", [{**p, "sample": s, "response": text} for p in prompts
+                                             for s, text in enumerate(["THE SEA IS BIG. VERY BIG. REALLY.", "ok"])])
+    options = json.dumps({"base_url": server, "api_key_env": KEY_ENV, "max_concurrency": 4})
+    files = {name: tmp_path / f"{name}.json{'' if name in ('counts', 'usage') else 'l'}"
+             for name in ("actor", "refiner", "answers", "judged", "refinements", "counts", "usage")}
+    proc = run(["ifplay", "teacher-sft-data", "--prompts", str(tmp_path / "prompts.jsonl"),
+                "--samples", str(tmp_path / "samples.jsonl"), "--teacher", str(smollm2), "--backend", "openai",
+                "--backend-options", options, "--max-new-tokens", "24",
+                "--judge-template", str(REPO / "config" / "prompts" / "judge_verdict_first.txt"),
+                "--judge-max-new-tokens", "16", "--refine-template", str(REPO / "config" / "prompts" / "refine_plain.txt"),
+                "--output-format", "plain", "--refine-max-new-tokens", "24",
+                *[arg for name, path in files.items() for arg in (f"--{name}", str(path))]], cwd=tmp_path)
+    counts, usage = read_json(files["counts"]), read_json(files["usage"])
+    assert counts["actor_prompts"] == 2 and counts["student_responses"] == 4
+    assert counts["refinements"] == counts["judged_no"] and counts["refiner_examples"] == len(read_jsonl(files["refiner"]))
+    verified = counts["refinements"] - counts["refinements_unparsed"]
+    assert usage["conversations"] == usage["requests"] == 2 + 4 + counts["refinements"] + verified
+    assert usage["backend"] == "openai" and usage["failures"] == 0 and usage["completion_tokens"] > 0
+    judged = read_jsonl(files["judged"])
+    assert all(j["critiques"][0].startswith("Final Judgement:") for j in judged)  # prefill + continuation
+    assert KEY not in proc.stdout + proc.stderr + files["usage"].read_text()

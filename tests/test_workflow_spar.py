@@ -1,5 +1,6 @@
 """One tiny SPaR iteration through the whole workflow, with the real model; then the model judge
-as a second experiment that shares the sampling stage, and an initial-SFT experiment."""
+as a second experiment that shares the sampling stage, and an initial-SFT experiment on the
+teacher's data."""
 
 import json
 
@@ -108,17 +109,21 @@ def test_model_judge_experiment_shares_sampling(workdir):
 
 
 def test_initial_sft_experiment(workdir):
-    conversations = [{"messages": [{"role": "user", "content": f"Write one word about {topic}, in lowercase."},
-                                   {"role": "assistant", "content": topic}]}
-                     for topic in ("rain", "sea", "moon", "tea")]
-    (workdir / "sft.jsonl").write_text("".join(json.dumps(c) + "\n" for c in conversations))
+    """sft.enabled: the base model as its own teacher evolves 4 seeds, answers them (M_0's data) and
+    judges and refines the student's samples (R_0's); both are fine-tuned, SPaR starts from them."""
     (workdir / "sft.yaml").write_text(yaml.safe_dump({
         "experiment": "spar-sft", "eval": {"inference_scaling": {"enabled": False}},
-        "sft": {"enabled": True, "actor_data": "sft.jsonl", "training": {"max_steps": 1, "max_length": 128}}}))
+        "prompt_evolution": {"limit": 4, "max_new_tokens": 24},
+        "sft": {"enabled": True,
+                "teacher_data": {"actor_prompts": 3, "refiner_prompts": 2, "answer": {"max_new_tokens": 16},
+                                 "student": {"k": 2, "max_new_tokens": 16}, "judge": {"max_new_tokens": 8},
+                                 "refine": {"max_new_tokens": 16}},
+                "training": {"max_steps": 1, "max_length": 256}}}))
     jobs = job_counts(snakemake(workdir, "--configfile", "tiny.yaml", "sft.yaml", "-n").stdout)
     # the base model, the prompt sets and the base model's evaluation are shared; self-play restarts
-    assert "base_model" not in jobs and "prompts" not in jobs and jobs["sft_model"] == 1
-    assert jobs["eval_responses"] == 4 and jobs["spar_samples"] == 1
+    assert "base_model" not in jobs and "prompts" not in jobs and jobs["sft_model"] == 2
+    assert jobs["evolved_prompts"] == jobs["teacher_sft_data"] == 1
+    assert jobs["eval_responses"] == 4 and jobs["spar_samples"] == 2  # the student's and M_0's
     snakemake(workdir, "--configfile", "tiny.yaml", "sft.yaml")
     exp = workdir / "results" / "experiments" / "spar-sft"
     table = pd.read_csv(exp / "tables" / "ifeval.csv")
@@ -127,6 +132,17 @@ def test_initial_sft_experiment(workdir):
     judge = pd.read_csv(exp / "tables" / "judge.csv")
     assert list(judge["model"]) == ["smollm2-SFT", "smollm2-SPaR-RFT"]
     manifest = json.loads((exp / "manifest.json").read_text())
-    sft = next(s for s in manifest["stages"] if s["kind"] == "sft_model")
-    samples = next(s for s in manifest["stages"] if s["kind"] == "spar_samples")
-    assert samples["inputs"]["model"] == sft["key"]  # M_0 = SFT(base)
+    data = manifest["sft"]["teacher_data"]
+    counts, usage = data["counts"], data["usage"]
+    evolved = manifest["prompt_evolution"]["counts"]["kept"]
+    assert counts["actor_prompts"] == min(3, evolved) and counts["student_prompts"] == min(2, evolved)
+    assert counts["actor_examples"] == len((workdir / data["actor_data"]).read_text().splitlines())
+    assert counts["refiner_examples"] == len((workdir / data["refiner_data"]).read_text().splitlines())
+    assert usage["conversations"] >= counts["actor_prompts"] + counts["student_responses"]
+    stages = {s["key"]: s for s in manifest["stages"]}
+    m0, r0 = (manifest["sft"][role].split("/")[2] for role in ("actor", "refiner"))
+    assert stages[m0]["config"]["data"] == {"file": "actor.jsonl"}
+    assert stages[r0]["config"]["data"] == {"file": "refiner.jsonl"}
+    # self-play samples from M_0 and R_0 is the iteration-0 judge
+    assert [s["kind"] for s in manifest["stages"] if s["inputs"].get("model") == m0].count("spar_samples") == 1
+    assert [s["kind"] for s in manifest["stages"] if s["inputs"].get("refiner") == r0].count("judge_eval") == 1
