@@ -101,8 +101,8 @@ def main() -> None:
     config, cli = snakemake_config(args)
     experiment = plan(config)
     base = experiment.base
-    subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--config", *cli,
-                    "--configfile", str(OVERLAY), base.output], cwd=REPO, check=True)  # the checkpoint to serve
+    subprocess.run([sys.executable, "-m", "snakemake", base.output, "--cores", str(args.cores), "--config", *cli,
+                    "--configfile", str(OVERLAY)], cwd=REPO, check=True)  # the checkpoint to serve
     key = "sk-ifplay-" + secrets.token_hex(12)
     log = REPO / "logs" / "served_teacher_vllm.log"
     log.parent.mkdir(exist_ok=True)

@@ -3,6 +3,8 @@ the table and figure, and the plan's stages (scripted refiner and judge from tes
 
 import json
 
+import pandas as pd
+
 import pytest
 from PIL import Image
 
@@ -152,3 +154,14 @@ def test_best_of_n_command(tmp_path):
     bad = run(["ifplay", "scaling-best-of-n", "--judged", str(judged), "--budget", "9", "--out", str(out),
                "--counts", str(counts)], check=False)
     assert bad.returncode != 0 and "judged.jsonl: prompt 'a' has 4 samples below index 9" in bad.stderr
+
+
+def test_diff_matches_scaling_rows_by_method_and_budget():
+    from ifplay.experiments import table_deltas
+
+    rows = {"method": ["greedy", "best_of_n", "best_of_n"], "budget": [1, 1, 3]}
+    a = pd.DataFrame({**rows, "prompt_strict": [20.0, 0.0, 10.0]})
+    b = pd.DataFrame({**rows, "prompt_strict": [10.0, 0.0, 20.0]})
+    rows = table_deltas(a, b)
+    assert {(r["method"], r["budget"]): r["cells"]["prompt_strict"]["delta"] for r in rows} == {
+        ("greedy", 1): -10.0, ("best_of_n", 1): 0.0, ("best_of_n", 3): 10.0}

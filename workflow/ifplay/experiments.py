@@ -142,11 +142,15 @@ def _experiment(ref: str) -> tuple[str, Path, dict]:
     return manifest["experiment"], path, manifest
 
 
+# Numeric columns that name a row rather than measure it (with the text columns: model, method, ...).
+ROW_KEYS = ("iteration", "budget")
+
+
 def table_deltas(ta: pd.DataFrame, tb: pd.DataFrame) -> list[dict]:
-    """Cell-by-cell B - A of two tables with the same columns. Rows match on ``iteration`` and the
-    text columns (model, pairs_kind, ...); every other numeric column is compared."""
+    """Cell-by-cell B - A of two tables with the same columns. Rows match on ``ROW_KEYS`` and the
+    text columns (model, pairs_kind, method, ...); every other numeric column is compared."""
     common = [c for c in ta.columns if c in tb.columns]
-    keys = [c for c in common if c == "iteration" or not pd.api.types.is_numeric_dtype(ta[c])]
+    keys = [c for c in common if c in ROW_KEYS or not pd.api.types.is_numeric_dtype(ta[c])]
     values = [c for c in common if c not in keys]
     merged = ta.merge(tb, on=keys, how="outer", suffixes=("_a", "_b"))
     rows = []
@@ -156,7 +160,7 @@ def table_deltas(ta: pd.DataFrame, tb: pd.DataFrame) -> list[dict]:
             va, vb = row[f"{col}_a"], row[f"{col}_b"]
             cells[col] = {"a": None if pd.isna(va) else float(va), "b": None if pd.isna(vb) else float(vb),
                           "delta": None if pd.isna(va) or pd.isna(vb) else round(float(vb) - float(va), 4)}
-        rows.append({**{k: (int(row[k]) if k == "iteration" else row[k]) for k in keys}, "cells": cells})
+        rows.append({**{k: (int(row[k]) if k in ROW_KEYS else row[k]) for k in keys}, "cells": cells})
     return rows
 
 
