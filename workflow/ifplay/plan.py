@@ -295,23 +295,22 @@ class Plan:
         ``sft.actor_data``; R_0 = M_0 when ``sft.refiner_data`` is null)."""
         sft = self.config["sft"]
 
-        def fine_tune(data: dict, inputs: dict, path: str) -> Stage:
+        def on_file(data_key: str) -> Stage:
+            return fine_tune(*self._local_file(sft[data_key], f"sft.{data_key}"), inputs={})
+
+        def fine_tune(data: dict, path: str, inputs: dict) -> Stage:
             return self.add(Stage("sft_model", {"settings": sft["training"], "data": data, "seed": self.config["seed"]},
                                   {"model": base, **inputs}, runtime={"data": path}))
 
         if sft["data_source"] == "teacher":
             self.teacher_data = data = self._teacher_sft_data(base)
-            actor, refiner = (fine_tune({"file": name}, {"data": data}, data.path(name))
+            actor, refiner = (fine_tune({"file": name}, data.path(name), inputs={"data": data})
                               for name in ("actor.jsonl", "refiner.jsonl"))
         else:
-            actor = self._sft_on_file(fine_tune, "actor_data")
-            refiner = self._sft_on_file(fine_tune, "refiner_data") if sft["refiner_data"] else actor
+            actor = on_file("actor_data")
+            refiner = on_file("refiner_data") if sft["refiner_data"] else actor
         self.sft = {"actor": actor, "refiner": refiner}
         return actor, refiner
-
-    def _sft_on_file(self, fine_tune, data_key: str) -> Stage:
-        data, path = self._local_file(self.config["sft"][data_key], f"sft.{data_key}")
-        return fine_tune(data, {}, path)
 
     def _teacher_sft_data(self, base: Stage) -> Stage:
         """The teacher's SFT data (:mod:`ifplay.teacher_data`): its answers to the evolved prompts, and
