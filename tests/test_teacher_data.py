@@ -199,3 +199,16 @@ def test_teacher_sft_data_command_with_the_real_model(smollm2, tmp_path):
     assert usage["conversations"] == 2 + 2 + counts["refinements"] + counts["refinements"] - counts["refinements_unparsed"]
     for example in read_jsonl(files["actor"]) + read_jsonl(files["refiner"]):
         assert [m["role"] for m in example["messages"]] == ["user", "assistant"]
+
+
+def test_teacher_table_keeps_counts_and_numeric_usage():
+    from ifplay.experiments import teacher_table
+
+    table = teacher_table([{"stage": "teacher_sft_data", "counts": {"actor_examples": 31},
+                            "usage": {"backend": "openai", "model": "m", "requests": 121, "prompt_tokens": 21464}}])
+    assert list(table.columns) == ["stage", "kind", "name", "value"]
+    assert table.values.tolist() == [["teacher_sft_data", "count", "actor_examples", 31],
+                                     ["teacher_sft_data", "usage", "requests", 121],
+                                     ["teacher_sft_data", "usage", "prompt_tokens", 21464]]
+    plan = Plan(load_config([REPO / "config" / "experiments" / "spar-sft.yaml"]))
+    assert "teacher" in plan.tables() and "teacher" not in Plan(load_config([])).tables()

@@ -49,6 +49,12 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
                           "path": stage.path("counts.json")} for stage in plan.autoif.filters]
         csv, _ = write_table(autoif_table(autoif_counts), out / "tables" / "autoif_counts")
         tables["autoif_counts"] = str(csv.relative_to(out))
+    teacher_stages = [stage for stage in (plan.evolution, plan.teacher_data) if stage is not None]
+    if teacher_stages:
+        rows = [{"stage": stage.kind, "counts": read_json(stage.path("counts.json")),
+                 "usage": read_json(stage.path("usage.json"))} for stage in teacher_stages]
+        csv, _ = write_table(teacher_table(rows), out / "tables" / "teacher")
+        tables["teacher"] = str(csv.relative_to(out))
     figures = {name: str(copy_training_curves(stage.output, out / "figures" / f"{name}.png", name).relative_to(out))
                for name, stage in plan.training_runs().items()}
     if plan.scaling:
@@ -104,6 +110,15 @@ def autoif_table(autoif_counts: list[dict]) -> pd.DataFrame:
     rows = [{"step": step, "stage": entry["stage"], "count": name, "value": value}
             for step, entry in enumerate(autoif_counts, start=1) for name, value in entry["counts"].items()]
     return pd.DataFrame.from_records(rows, columns=["step", "stage", "count", "value"])
+
+
+def teacher_table(stages: list[dict]) -> pd.DataFrame:
+    """What each teacher stage kept and what it asked (``tables/teacher.csv``: stage, kind, name,
+    value; kind ``count`` from counts.json, ``usage`` from the numeric entries of usage.json)."""
+    rows = [{"stage": entry["stage"], "kind": kind, "name": name, "value": value}
+            for entry in stages for kind, values in (("count", entry["counts"]), ("usage", entry["usage"]))
+            for name, value in values.items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    return pd.DataFrame.from_records(rows, columns=["stage", "kind", "name", "value"])
 
 
 def spar_summary(spar_counts: list[dict]) -> pd.DataFrame:

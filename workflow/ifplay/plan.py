@@ -628,7 +628,8 @@ class Plan:
         benchmarks = list(dict.fromkeys(e.benchmark for e in self.evaluations))
         return (benchmarks + (["spar_counts", "spar_pairs"] if self.spar else [])
                 + (["judge"] if self.judge_evaluations else []) + (["autoif_counts"] if self.autoif else [])
-                + (["inference_scaling"] if self.scaling else []))
+                + (["inference_scaling"] if self.scaling else [])
+                + (["teacher"] if self.evolution or self.teacher_data else []))
 
     def figures(self) -> list[str]:
         """Result figures of the experiment report besides the training curves (``figures/<name>.png``)."""
