@@ -49,10 +49,11 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
                           "path": stage.path("counts.json")} for stage in plan.autoif.filters]
         csv, _ = write_table(autoif_table(autoif_counts), out / "tables" / "autoif_counts")
         tables["autoif_counts"] = str(csv.relative_to(out))
-    teacher_stages = [stage for stage in (plan.evolution, plan.teacher_data) if stage is not None]
-    if teacher_stages:
-        rows = [{"stage": stage.kind, "counts": read_json(stage.path("counts.json")),
-                 "usage": read_json(stage.path("usage.json"))} for stage in teacher_stages]
+    # kept and dropped at each step of the teacher stages, and what the teacher was asked
+    teacher = {stage.kind: {"counts": read_json(stage.path("counts.json")), "usage": read_json(stage.path("usage.json"))}
+               for stage in (plan.evolution, plan.teacher_data) if stage is not None}
+    if teacher:
+        rows = [{"stage": kind, **read} for kind, read in teacher.items()]
         csv, _ = write_table(teacher_table(rows), out / "tables" / "teacher")
         tables["teacher"] = str(csv.relative_to(out))
     figures = {name: str(copy_training_curves(stage.output, out / "figures" / f"{name}.png", name).relative_to(out))
@@ -79,11 +80,10 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
         "spar_counts": spar_counts,
         "autoif_counts": autoif_counts,
     }
-    # kept and dropped at each step, and what the teacher was asked
-    for section in (manifest["prompt_evolution"], (manifest["sft"] or {}).get("teacher_data")):
-        if section:
-            section["counts"] = read_json(section["counts_path"])
-            section["usage"] = read_json(section["usage_path"])
+    if manifest["prompt_evolution"]:
+        manifest["prompt_evolution"].update(teacher["evolved_prompts"])
+    if manifest["sft"] and manifest["sft"]["teacher_data"]:
+        manifest["sft"]["teacher_data"].update(teacher["teacher_sft_data"])
     for stage in manifest["stages"]:
         stage["done"] = Path(stage["output"]).exists()
     write_json(out / "manifest.json", manifest)

@@ -118,6 +118,11 @@ class VotedJudgement:
     def from_json(cls, data: dict) -> VotedJudgement:
         return cls(**data)
 
+    @classmethod
+    def from_record(cls, record: dict) -> VotedJudgement:
+        """The judgement inside a judged-response record (its fields beside key, prompt, response)."""
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls) if f.name in record})
+
 
 def vote(texts: list[str]) -> VotedJudgement:
     """Parse each judge text with :func:`parse_verdict` and take the majority."""

@@ -115,6 +115,18 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
 
 
+def journal_path(output: str | os.PathLike) -> Path:
+    """Where the journal of ``output`` lives while its stage runs: ``<output>.partial``."""
+    output = Path(output)
+    return output.with_name(output.name + ".partial")
+
+
+def finish_journal(output: str | os.PathLike, records: list[dict]) -> None:
+    """Write a journalled stage's ``output`` (atomically) and drop its journal."""
+    write_jsonl(output, records)
+    journal_path(output).unlink(missing_ok=True)
+
+
 class Checkpoint:
     """An append-only JSONL journal beside a stage's output, so a killed job resumes where it stopped.
 
@@ -124,7 +136,7 @@ class Checkpoint:
 
     def __init__(self, output: str | os.PathLike, id_field: str = "id"):
         self.output = Path(output)
-        self.path = self.output.with_name(self.output.name + ".partial")
+        self.path = journal_path(self.output)
         self.id_field = id_field
         self.records: list[dict] = []
         if self.path.exists():
@@ -167,6 +179,5 @@ class Checkpoint:
         """Write the output (in ``order`` of ids when given) and drop the journal."""
         self._handle.close()
         records = self.ordered(order)
-        write_jsonl(self.output, records)
-        self.path.unlink(missing_ok=True)
+        finish_journal(self.output, records)
         return records

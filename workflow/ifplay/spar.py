@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ifplay.judge import Judge, VotedJudgement, template_turns
 from ifplay.records import Checkpoint, read_jsonl
-from ifplay.tree_search import SearchResult, TreeSearch
+from ifplay.tree_search import SearchResult, TreeSearch, refine_turn
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def mine_negatives(judged: list[dict], prompts: dict, per_prompt: int = 1, seed:
 
 def tree_root(record: dict, prompt: dict, key) -> dict:
     """A tree-search root from a judged response (``judge_responses`` output) and its prompt record."""
-    judgement = VotedJudgement.from_json({f.name: record[f.name] for f in fields(VotedJudgement) if f.name in record})
+    judgement = VotedJudgement.from_record(record)
     return {"key": key, "prompt": prompt, "response": record["response"], "critique": record["critique"] or "",
             "judgement": judgement}
 
@@ -158,8 +158,8 @@ def judgement_example(judge_template: str, prompt: str, response: str, critique:
 def refinement_example(refine_template: str, prompt: str, response: str, critique: str, refinement: str) -> dict:
     """A refiner training dialogue: the refine prompt (instruction, response, critique), then the
     refiner's whole output."""
-    text = refine_template.format(prompt=prompt, response=response, critique=critique)
-    return {"messages": [_user(text), _assistant(refinement)], "kind": "refinement"}
+    return {"messages": [refine_turn(refine_template, prompt, response, critique), _assistant(refinement)],
+            "kind": "refinement"}
 
 
 def build_training_data(judged: list[dict], trees: list[dict], judge_template: str, refine_template: str,

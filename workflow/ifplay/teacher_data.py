@@ -24,15 +24,17 @@ stage resumes without asking the teacher again; ``counts.json`` keeps what was k
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from tqdm.auto import tqdm
 
 from ifplay.backends import Backend, SamplingParams
+from ifplay.generation import user_turn
 from ifplay.judge import Judge, VotedJudgement
 from ifplay.records import Checkpoint
 from ifplay.spar import judge_responses, judgement_example, refinement_example, response_id
-from ifplay.tree_search import SearchConfig, refinement_critique
+from ifplay.tree_search import SearchConfig, refine_turn, refinement_critique
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 def answer_prompts(prompts: list[dict], teacher: Backend, params: SamplingParams, journal_path: str,
                    chunk: int = 64) -> list[dict]:
     """The teacher's answer to every prompt (key, prompt, answer), journalled chunk by chunk to
-    ``<journal_path>.partial`` (:func:`finish` writes ``journal_path``)."""
+    ``<journal_path>.partial`` (:func:`ifplay.records.finish_journal` writes ``journal_path``)."""
     journal = Checkpoint(journal_path, id_field="key")
     todo = [p for p in prompts if p["key"] not in journal.done]
     if journal.done:
@@ -48,8 +50,7 @@ def answer_prompts(prompts: list[dict], teacher: Backend, params: SamplingParams
     with tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="teacher answers", unit="prompt") as bar:
         for start in range(0, len(todo), chunk):
             part = todo[start:start + chunk]
-            outputs = teacher.chat([[{"role": "user", "content": p["prompt"]}] for p in part], params,
-                                   progress="answer")
+            outputs = teacher.chat([user_turn(p["prompt"]) for p in part], params, progress="answer")
             journal.append({"key": p["key"], "prompt": p["prompt"], "answer": texts[0]}
                            for p, texts in zip(part, outputs))
             bar.update(len(part))
@@ -64,14 +65,13 @@ def refine_negatives(judged: list[dict], prompts: dict, teacher: Backend, judge:
     negatives = [r for r in judged if r["label"] == 0]
     journal = Checkpoint(journal_path, id_field="id")
     todo = [r for r in negatives if response_id(r) not in journal.done]
-    params = SamplingParams(temperature=search.temperature, top_p=search.top_p, max_new_tokens=search.max_new_tokens,
-                            n=1, seed=search.seed)
+    params = dataclasses.replace(search.sampling(), n=1)
     with tqdm(total=len(negatives), initial=len(negatives) - len(todo), desc="teacher refines", unit="response") as bar:
         for start in range(0, len(todo), chunk):
             part = todo[start:start + chunk]
-            critiques = [refinement_critique(VotedJudgement.from_json(_judgement_fields(r))) for r in part]
-            conversations = [[{"role": "user", "content": refine_template.format(
-                prompt=r["prompt"], response=r["response"], critique=critique)}] for r, critique in zip(part, critiques)]
+            critiques = [refinement_critique(VotedJudgement.from_record(r)) for r in part]
+            conversations = [[refine_turn(refine_template, r["prompt"], r["response"], critique)]
+                             for r, critique in zip(part, critiques)]
             outputs = [texts[0] for texts in teacher.chat(conversations, params, progress="refine")]
             refined = [search.refined(text) for text in outputs]
             checks: dict[int, VotedJudgement] = {}
@@ -88,20 +88,9 @@ def refine_negatives(judged: list[dict], prompts: dict, teacher: Backend, judge:
     return journal.ordered([response_id(r) for r in negatives])
 
 
-def finish(journal_path: str, records: list[dict], id_field: str) -> None:
-    """Write a journalled output (``records``, in their order) and drop its journal."""
-    Checkpoint(journal_path, id_field=id_field).finish(order=list(dict.fromkeys(r[id_field] for r in records)))
-
-
-def _judgement_fields(record: dict) -> dict:
-    return {name: record[name] for name in ("label", "votes", "critiques", "critique", "n_invalid", "tie", "value",
-                                            "resamples") if name in record}
-
-
 def actor_examples(answers: list[dict]) -> tuple[list[dict], dict]:
     """SFT conversations from the teacher's answers (empty answers dropped), with counts."""
-    examples = [{"messages": [{"role": "user", "content": a["prompt"]},
-                              {"role": "assistant", "content": a["answer"].strip()}],
+    examples = [{"messages": [*user_turn(a["prompt"]), {"role": "assistant", "content": a["answer"].strip()}],
                  "key": a["key"], "kind": "answer"} for a in answers if a["answer"].strip()]
     return examples, {"actor_prompts": len(answers), "actor_empty_answers": len(answers) - len(examples),
                       "actor_examples": len(examples)}
@@ -145,8 +134,8 @@ def refiner_examples(judged: list[dict], refinements: list[dict], judge_template
 def _cmd_sft_data(args) -> None:
     import json
 
-    from ifplay.judge import load_template, make_judge
-    from ifplay.records import read_jsonl, write_json, write_jsonl
+    from ifplay.judge import ModelJudge, load_template
+    from ifplay.records import finish_journal, read_jsonl, write_json, write_jsonl
     from ifplay.teacher import teacher_from_args
 
     prompts = read_jsonl(args.prompts, required=("key", "prompt"))
@@ -159,7 +148,7 @@ def _cmd_sft_data(args) -> None:
                             seed=args.seed)
     with teacher_from_args(args) as teacher:
         answers = answer_prompts(prompts[:args.actor_limit or None], teacher, answer, args.answers)
-        with make_judge("model", teacher, args.judge_template, votes=args.votes, temperature=args.judge_temperature,
+        with ModelJudge(teacher, judge_template, votes=args.votes, temperature=args.judge_temperature,
                         top_p=args.judge_top_p, max_new_tokens=args.judge_max_new_tokens, seed=args.seed,
                         tie_resamples=args.tie_resamples) as judge:
             judged = judge_responses(args.prompts, args.samples, args.judged, judge, finish=False)
@@ -170,9 +159,8 @@ def _cmd_sft_data(args) -> None:
     refiner, refiner_counts = refiner_examples(judged, refinements, judge_template, refine_template,
                                                args.verify_refinements)
     counts = {**actor_counts, **refiner_counts}
-    finish(args.answers, answers, "key")
-    finish(args.judged, judged, "id")
-    finish(args.refinements, refinements, "id")
+    for path, records in ((args.answers, answers), (args.judged, judged), (args.refinements, refinements)):
+        finish_journal(path, records)
     write_jsonl(args.actor, actor)
     write_jsonl(args.refiner, refiner)
     write_json(args.counts, counts)

@@ -123,6 +123,11 @@ def parse_refinement(text: str) -> tuple[str, str | None]:
     return reflection, refined or None
 
 
+def refine_turn(template: str, prompt: str, response: str, critique: str) -> dict:
+    """The refiner's request: the refine template filled with the instruction, the response and its critique."""
+    return {"role": "user", "content": template.format(prompt=prompt, response=response, critique=critique)}
+
+
 def refinement_critique(judgement: VotedJudgement) -> str:
     """The critique a node's refinement is based on: the majority critique; without a majority
     label, the first critique that voted No, else the first critique, else ``""``."""
@@ -384,8 +389,8 @@ class TreeSearch:
 
     def _refine(self, jobs: list[tuple[_Tree, Node]]) -> list[list[str]]:
         """``branch`` refiner outputs for each (tree, node), in one backend call."""
-        conversations = [[{"role": "user", "content": self.template.format(
-            prompt=tree.record["prompt"], response=node.response, critique=node.critique)}] for tree, node in jobs]
+        conversations = [[refine_turn(self.template, tree.record["prompt"], node.response, node.critique)]
+                         for tree, node in jobs]
         self.backend_calls += 1
         return self.backend.chat(conversations, self.config.sampling(), progress="refine")
 
