@@ -45,7 +45,7 @@ $(VENV_VLLM)/.installed: pyproject.toml
 	$(VENV_VLLM)/bin/python -m pip uninstall --yes --quiet torchvision torchaudio torchcodec
 	# ifplay itself, without the main environment's pins (vLLM brings what the backends import)
 	$(VENV_VLLM)/bin/python -m pip install --quiet --no-deps -e .
-	$(VENV_VLLM)/bin/python -c "from vllm import LLM; import ifplay.backends.vllm_backend, ifplay.cli"
+	$(VENV_VLLM)/bin/python -c "from vllm import LLM; import ifplay.generation.backends.vllm_backend, ifplay.cli"
 	$(VENV_VLLM)/bin/ifplay --help > /dev/null  # every subcommand's module imports without the main pins
 	touch $@
 

@@ -56,7 +56,7 @@ def ensure_model(path: Path) -> Path:
         return path
     import yaml
 
-    from ifplay.checkpoints import prepare_base_model
+    from ifplay.generation.checkpoints import prepare_base_model
 
     model = yaml.safe_load((REPO / "config" / "default.yaml").read_text())["model"]
     print(f"preparing {model['base']} ({model['dtype']}) into {path}", file=sys.stderr)
@@ -70,7 +70,7 @@ def load_prompts(path: Path, limit: int) -> list[dict]:
 
 # -- worker: one backend, in the interpreter that has it -----------------------------------------
 def run_worker(args) -> dict:
-    from ifplay.backends import SamplingParams, make_backend
+    from ifplay.generation.backends import SamplingParams, make_backend
 
     prompts = load_prompts(args.prompts, args.limit)
     conversations = [[{"role": "user", "content": p["prompt"]}] for p in prompts]

@@ -4,7 +4,7 @@ Calls are every (verifier, response) pair of the AutoIF sample data: ``query_rft
 ``dpo_query_w_funcs.jsonl`` (each ``eval_func`` code x each ``gpt-answer``) and ``back_trans.jsonl``
 (each code x each case input), repeated to ``--calls``. Measured, in calls per second:
 
-* ``sandbox``: :class:`ifplay.sandbox.Sandbox` with ``--workers`` workers: a fresh sandbox runs
+* ``sandbox``: :class:`ifplay.sandbox.runner.Sandbox` with ``--workers`` workers: a fresh sandbox runs
   all calls once (cold: start-up and compiling every code included), then again (steady);
 * ``unsafe exec``: AutoIF's way, ``exec`` of each code once in this process, then ``evaluate`` per
   response (one core, no isolation at all);
@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ifplay.sandbox import Sandbox, default_workers, unsafe_in_process
+from ifplay.sandbox.runner import Sandbox, default_workers, unsafe_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -39,7 +39,7 @@ SERVED_NAME = "smollm2-135m-instruct"
 
 def plan(extra_config: dict):
     sys.path.insert(0, str(REPO / "workflow"))
-    from ifplay.config import load_config
+    from ifplay.core.config import load_config
     from ifplay.plan import Plan
 
     return Plan(load_config([OVERLAY], extra_config))

@@ -1,6 +1,6 @@
 """Wall time of SPaR's tree search, batched (level-synchronous across trees) against sequential.
 
-Both strategies of :class:`ifplay.tree_search.TreeSearch` run on the same backend, from the same
+Both strategies of :class:`ifplay.spar.tree_search.TreeSearch` run on the same backend, from the same
 roots, with the same settings: ``batched=True`` (one refiner call and one judge call per step for
 all unfinished trees) and ``batched=False`` (the reference release's strategy: one tree at a time,
 one refiner call and one judge call per expansion).
@@ -14,7 +14,7 @@ SPaR's iteration 0.
 
 Roots (prepared once, not timed): the model's ``spar.sampling.k`` samples for each of the first
 ``--limit`` IFEval prompts, judged by the model judge, then negatives mined as SPaR does
-(:func:`ifplay.spar.mine_negatives`). Each strategy then gets a fresh judge (its own empty
+(:func:`ifplay.spar.stages.mine_negatives`). Each strategy then gets a fresh judge (its own empty
 judgement cache) and searches every root; the timed part is ``TreeSearch.run`` alone.
 
 With the transformers backend sampled refinements depend on the batch they are drawn in, so the
@@ -58,7 +58,7 @@ def ensure_model(path: Path, config: dict) -> Path:
     """``path`` if it is a checkpoint; otherwise the config's base model, prepared there."""
     if (path / "config.json").is_file():
         return path
-    from ifplay.checkpoints import prepare_base_model
+    from ifplay.generation.checkpoints import prepare_base_model
 
     model = config["model"]
     print(f"preparing {model['base']} ({model['dtype']}) into {path}", file=sys.stderr)
@@ -66,7 +66,7 @@ def ensure_model(path: Path, config: dict) -> Path:
 
 
 def make_model_judge(backend, spar: dict, seed: int):
-    from ifplay.judge import make_judge
+    from ifplay.judging.judge import make_judge
 
     judge = spar["judge"]
     return make_judge("model", backend, REPO / judge["template"], votes=judge["votes"],
@@ -76,8 +76,8 @@ def make_model_judge(backend, spar: dict, seed: int):
 
 def prepare_roots(backend, prompts: list[dict], spar: dict, seed: int) -> tuple[list[dict], dict]:
     """SPaR's roots: the actor's samples, judged by the model judge, negatives mined."""
-    from ifplay.backends import SamplingParams
-    from ifplay.spar import judgement_counts, mine_negatives
+    from ifplay.generation.backends import SamplingParams
+    from ifplay.spar.stages import judgement_counts, mine_negatives
 
     sampling = spar["sampling"]
     params = SamplingParams(temperature=sampling["temperature"], top_p=sampling["top_p"],
@@ -93,7 +93,7 @@ def prepare_roots(backend, prompts: list[dict], spar: dict, seed: int) -> tuple[
 
 
 def search_config(spar: dict, seed: int):
-    from ifplay.tree_search import SearchConfig
+    from ifplay.spar.tree_search import SearchConfig
 
     settings = spar["search"]
     return SearchConfig(**{f.name: settings[f.name] for f in dataclasses.fields(SearchConfig) if f.name in settings},
@@ -101,8 +101,8 @@ def search_config(spar: dict, seed: int):
 
 
 def time_search(backend, roots: list[dict], spar: dict, seed: int, batched: bool, tokenizer) -> dict:
-    from ifplay.judge import load_template
-    from ifplay.tree_search import TreeSearch
+    from ifplay.generation.templates import load_template
+    from ifplay.spar.tree_search import TreeSearch
 
     with make_model_judge(backend, spar, seed) as judge:  # a fresh judgement cache per strategy
         search = TreeSearch(backend, judge, load_template(REPO / spar["search"]["template"], "refine"),
@@ -127,7 +127,7 @@ def run(args) -> dict:
     import yaml
     from transformers import AutoTokenizer
 
-    from ifplay.backends import make_backend
+    from ifplay.generation.backends import make_backend
 
     config = yaml.safe_load(args.config.read_text())
     spar, seed = config["spar"], config["seed"]

@@ -35,7 +35,7 @@ def gpt4_responses() -> Path:
 @pytest.fixture(scope="session")
 def smollm2(request) -> Path:
     """The embedded SmolLM2-135M-Instruct, converted from its GGUF once and cached across runs."""
-    from ifplay.checkpoints import prepare_base_model
+    from ifplay.generation.checkpoints import prepare_base_model
 
     cache = Path(request.config.cache.mkdir("smollm2-135m-instruct-f32"))
     checkpoint = cache / "checkpoint"

@@ -1,4 +1,4 @@
-"""AutoIF's rules (ifplay.autoif) on real sample data, and its sandboxed stages (ifplay.autoif_stages)
+"""AutoIF's rules (ifplay.autoif.core) on real sample data, and its sandboxed stages (ifplay.autoif.stages)
 with the real verifier sandbox."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ifplay import autoif, autoif_stages
-from ifplay.records import RecordError, read_json, read_jsonl, write_jsonl
-from ifplay.sandbox import unsafe_in_process
+from ifplay.autoif import core as autoif
+from ifplay.autoif import stages as autoif_stages
+from ifplay.core.records import RecordError, read_json, read_jsonl, write_jsonl
+from ifplay.sandbox.runner import unsafe_in_process
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "autoif"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} not present")
@@ -331,7 +332,7 @@ def test_nearest_examples_put_the_closest_last():
 
 
 def test_shipped_worked_examples_pass_their_own_cases_in_the_sandbox():
-    from ifplay.sandbox import Sandbox
+    from ifplay.sandbox.runner import Sandbox
 
     path = Path(__file__).resolve().parents[1] / "config" / "prompts" / "autoif_verifier_examples.jsonl"
     examples = autoif_stages.load_examples(str(path))

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from ifplay.backends import Backend
-from ifplay.judge import Judge, VerifierJudge, make_judge, parse_verdict
-from ifplay.tree_search import SearchConfig, TreeSearch
+from ifplay.generation.backends import Backend
+from ifplay.judging.judge import Judge, VerifierJudge, make_judge, parse_verdict
+from ifplay.spar.tree_search import SearchConfig, TreeSearch
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox's isolation needs root (as in CI)")
 

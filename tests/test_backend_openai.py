@@ -21,8 +21,8 @@ import pytest
 import requests
 
 from conftest import REPO, run
-from ifplay.backends import SamplingParams, make_backend
-from ifplay.backends.openai_backend import OpenAIError
+from ifplay.generation.backends import SamplingParams, make_backend
+from ifplay.generation.backends.openai_backend import OpenAIError
 
 pytestmark = pytest.mark.slow
 
@@ -273,7 +273,7 @@ def test_api_key_is_sent_but_never_logged_cached_or_shown(proxy, smollm2, tmp_pa
 
 def test_generate_stage_through_the_cli(server, smollm2, tmp_path):
     """`ifplay generate --backend openai --backend-options JSON`, as the eval_responses rule runs it."""
-    from ifplay.records import read_jsonl, write_jsonl
+    from ifplay.core.records import read_jsonl, write_jsonl
 
     prompts = tmp_path / "prompts.jsonl"
     write_jsonl(prompts, [{"key": i, "prompt": p} for i, p in enumerate(PROMPTS)])
@@ -288,7 +288,7 @@ def test_generate_stage_through_the_cli(server, smollm2, tmp_path):
 
 def test_prompt_evolution_with_a_served_teacher(server, smollm2, tmp_path):
     """`ifplay evolve-prompts --backend openai`: the teacher behind vLLM's server, its usage recorded."""
-    from ifplay.records import read_json, read_jsonl
+    from ifplay.core.records import read_json, read_jsonl
 
     options = json.dumps({"base_url": server, "api_key_env": KEY_ENV, "max_concurrency": 4})
     files = {name: tmp_path / f"{name}.json{'l' if name in ('prompts', 'evolved') else ''}"
@@ -310,7 +310,7 @@ def test_prompt_evolution_with_a_served_teacher(server, smollm2, tmp_path):
 def test_teacher_sft_data_with_a_served_teacher(server, smollm2, tmp_path):
     """`ifplay teacher-sft-data --backend openai`: answers, judgements (with the template's prefill,
     sent as continue_final_message) and refinements by the served teacher; its usage recorded."""
-    from ifplay.records import read_json, read_jsonl, write_jsonl
+    from ifplay.core.records import read_json, read_jsonl, write_jsonl
 
     prompts = [{"key": 1, "prompt": "Describe the sea in exactly two sentences."},
                {"key": 2, "prompt": "Write a haiku about tea, all in lowercase."}]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ifplay.backends import SamplingParams, make_backend
+from ifplay.generation.backends import SamplingParams, make_backend
 
 pytestmark = pytest.mark.slow
 
@@ -70,8 +70,8 @@ def test_max_new_tokens_bounds_length(backend):
 def test_generation_stage_resumes(tmp_path, smollm2):
     import json
 
-    from ifplay.generation import generate_responses
-    from ifplay.records import Checkpoint, write_jsonl
+    from ifplay.generation.generate import generate_responses
+    from ifplay.core.records import Checkpoint, write_jsonl
 
     prompts = tmp_path / "prompts.jsonl"
     write_jsonl(prompts, [{"key": i, "prompt": p} for i, p in enumerate(PROMPTS)])

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("vllm", reason="vllm is not installed here: run under .venv-vllm (make venv-vllm; make test does)")
 
-from ifplay.backends import SamplingParams, make_backend  # noqa: E402
+from ifplay.generation.backends import SamplingParams, make_backend  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +95,7 @@ def test_prefill_continues_the_greedy_answer(engine):
 def test_long_prompts_are_cut_from_the_left_with_a_warning(engine, caplog, monkeypatch):
     monkeypatch.setattr(engine, "max_prompt_tokens", 64)
     long_prompt = "Repeat after me. " + "the quick brown fox jumps over the lazy dog " * 60
-    with caplog.at_level(logging.WARNING, logger="ifplay.backends.vllm_backend"):
+    with caplog.at_level(logging.WARNING, logger="ifplay.generation.backends.vllm_backend"):
         [[out], [short]] = chat(engine, [long_prompt, "Hi"], max_new_tokens=8)
     assert "1 prompt(s) longer than 64 tokens are cut from the left" in caplog.text
     assert short.strip()
@@ -105,7 +105,7 @@ def test_greedy_agrees_with_the_transformers_backend(engine, smollm2):
     """Both backends render the same tokens; greedy float32 decoding agrees on short answers.
     Kernels differ (vLLM's CPU attention vs PyTorch's SDPA), so a near-tie between two tokens may
     flip late in a long answer; the first 16 tokens must agree on every prompt."""
-    from ifplay.backends.transformers_backend import TransformersBackend
+    from ifplay.generation.backends.transformers_backend import TransformersBackend
 
     conversations = [[{"role": "user", "content": p}] for p in PROMPTS]
     params = SamplingParams(max_new_tokens=16)

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from ifplay.backends import BACKENDS, SamplingParams, make_backend, parse_options
+from ifplay.generation.backends import BACKENDS, SamplingParams, make_backend, parse_options
 
 
 def test_backend_names_match_the_schema():

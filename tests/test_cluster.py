@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from conftest import REPO, run
-from ifplay.cluster import (ACCELERATE_CONFIG, GROUPS, MAIN_PROCESS_PORT, RULE_GROUPS, launch_command,
+from ifplay.core.cluster import (ACCELERATE_CONFIG, GROUPS, MAIN_PROCESS_PORT, RULE_GROUPS, launch_command,
                             rule_resources, rule_threads)
-from ifplay.config import load_config
+from ifplay.core.config import load_config
 
 PAPER = REPO / "config" / "paper" / "spar-llama3-8b.yaml"
 

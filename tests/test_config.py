@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run
-from ifplay.config import ConfigError, check_config, deep_merge, flatten, load_config
+from ifplay.core.config import ConfigError, check_config, deep_merge, flatten, load_config
 
 
 def default() -> dict:

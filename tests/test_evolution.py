@@ -7,14 +7,14 @@ import random
 import pytest
 
 from conftest import REPO, run
-from ifplay.backends import Backend, SamplingParams
-from ifplay.config import load_config
-from ifplay.judge import check_template
-from ifplay.evolution import TAXONOMY, categories, draw_constraints, evolve_prompts, load_seeds, parse_evolved, render
+from ifplay.generation.backends import Backend, SamplingParams
+from ifplay.core.config import load_config
+from ifplay.generation.templates import check_template
+from ifplay.spar.evolution import TAXONOMY, categories, draw_constraints, evolve_prompts, load_seeds, parse_evolved, render
 from ifplay.plan import Plan
-from ifplay.records import read_jsonl
-from ifplay.sources import SourceError
-from ifplay.teacher import Teacher
+from ifplay.core.records import read_jsonl
+from ifplay.core.sources import SourceError
+from ifplay.generation.teacher import Teacher
 
 TEMPLATE = (REPO / "config" / "prompts" / "evolve.txt").read_text()
 

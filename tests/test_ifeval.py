@@ -5,8 +5,8 @@ import json
 import pytest
 
 from conftest import run
-from ifplay import ifeval
-from ifplay.records import read_jsonl
+from ifplay.scoring import ifeval
+from ifplay.core.records import read_jsonl
 
 OFFICIAL = {"prompt_strict": 76.89, "inst_strict": 83.57, "prompt_loose": 79.48, "inst_loose": 85.49}
 

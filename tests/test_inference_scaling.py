@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from conftest import run
-from ifplay.config import load_config
-from ifplay.inference_scaling import best_of_n, plot_scaling, refine_answers, scaling_table
+from ifplay.core.config import load_config
+from ifplay.evaluation.inference_scaling import best_of_n, plot_scaling, refine_answers, scaling_table
 from ifplay.plan import Plan
-from ifplay.records import read_jsonl, write_json, write_jsonl
-from ifplay.tree_search import SearchConfig, TreeSearch
+from ifplay.core.records import read_jsonl, write_json, write_jsonl
+from ifplay.spar.tree_search import SearchConfig, TreeSearch
 from test_tree_search import REFINE, ScriptedJudge, ScriptedRefiner
 
 
@@ -157,7 +157,7 @@ def test_best_of_n_command(tmp_path):
 
 
 def test_diff_matches_scaling_rows_by_method_and_budget():
-    from ifplay.experiments import table_deltas
+    from ifplay.reporting.experiments import table_deltas
 
     rows = {"method": ["greedy", "best_of_n", "best_of_n"], "budget": [1, 1, 3]}
     a = pd.DataFrame({**rows, "prompt_strict": [20.0, 0.0, 10.0]})

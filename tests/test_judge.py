@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from ifplay import ifeval
-from ifplay.backends import Backend, SamplingParams
-from ifplay.judge import (ModelJudge, VerifierJudge, VotedJudgement, load_template, make_judge, parse_verdict,
-                          vote)
+from ifplay.scoring import ifeval
+from ifplay.generation.backends import Backend, SamplingParams
+from ifplay.generation.templates import load_template
+from ifplay.judging.judge import ModelJudge, VerifierJudge, VotedJudgement, make_judge, parse_verdict, vote
 
 PROMPTS = Path(__file__).resolve().parents[1] / "config" / "prompts"
 TEMPLATE = "Instruction: {prompt}\nResponse: {response}\nJudge it."
@@ -234,8 +234,9 @@ def test_verifier_needs_ifeval_fields(verifier):
 
 
 def test_template_prefill_turns_and_joined_verdicts():
-    from ifplay.backends import Backend
-    from ifplay.judge import ModelJudge, template_turns
+    from ifplay.generation.backends import Backend
+    from ifplay.judging.judge import ModelJudge
+    from ifplay.generation.templates import template_turns
 
     template = "Judge {prompt} / {response}\n<<<assistant>>>\nFinal Judgement:\n"
     turns = template_turns(template, prompt="P", response="R")

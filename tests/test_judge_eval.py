@@ -5,9 +5,9 @@ import json
 import pytest
 
 from conftest import REPO, run
-from ifplay.judge import ModelJudge, VerifierJudge
-from ifplay.judge_eval import agreement, evaluate_judge
-from ifplay.records import read_jsonl, write_jsonl
+from ifplay.judging.judge import ModelJudge, VerifierJudge
+from ifplay.evaluation.judge_eval import agreement, evaluate_judge
+from ifplay.core.records import read_jsonl, write_jsonl
 from test_judge import TEMPLATE, ScriptedJudgeBackend
 
 LOWER = {"key": 1, "prompt": "Answer in lowercase only.", "instruction_id_list": ["change_case:english_lowercase"],

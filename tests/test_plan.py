@@ -6,9 +6,9 @@ import re
 import pytest
 
 from conftest import REPO, run
-from ifplay.config import ConfigError, load_config
+from ifplay.core.config import ConfigError, load_config
 from ifplay.plan import Plan, short_hash
-from ifplay.sources import SourceError
+from ifplay.core.sources import SourceError
 
 EVAL_LONG = REPO / "config" / "experiments" / "eval-long.yaml"
 

@@ -43,7 +43,7 @@ def _write_punkt_tab(root: Path) -> None:
 def _provide_punkt_tab() -> None:
     """Make punkt_tab findable before lm-eval's IFEval module tries to download it (no network)."""
     try:
-        from ifplay.nltk_data import ensure_punkt_tab
+        from ifplay.scoring.nltk_data import ensure_punkt_tab
 
         ensure_punkt_tab()
         return

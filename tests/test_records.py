@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ifplay.records import Checkpoint, RecordError, read_jsonl, write_jsonl
+from ifplay.core.records import Checkpoint, RecordError, read_jsonl, write_jsonl
 
 
 def test_malformed_line_names_file_and_line(tmp_path):
@@ -58,7 +58,7 @@ def test_checkpoint_resumes_and_drops_torn_tail(tmp_path):
 
 
 def test_link_dir_replaces_atomically(tmp_path):
-    from ifplay.records import link_dir
+    from ifplay.core.records import link_dir
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()

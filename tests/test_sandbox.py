@@ -18,9 +18,9 @@ import time
 import pytest
 
 from conftest import run, shared
-from ifplay.records import RecordError
-from ifplay.sandbox import Result, Sandbox, SandboxError, read_items, unsafe_in_process, verify_file
-from ifplay.sandbox_worker import RANDOM_SEED
+from ifplay.core.records import RecordError
+from ifplay.sandbox.runner import Result, Sandbox, SandboxError, read_items, unsafe_in_process, verify_file
+from ifplay.sandbox.worker import RANDOM_SEED
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox's isolation needs root (as in CI)")
 
@@ -144,7 +144,7 @@ def test_no_state_leaks_between_calls():
 
 
 def test_an_interrupted_run_leaves_the_sandbox_usable(monkeypatch):
-    from ifplay import sandbox as module
+    from ifplay.sandbox import runner as module
 
     accept = module._Run._accept
     calls = []
@@ -433,7 +433,7 @@ def test_os_layer_alone_contains_hostile_code(canaries):
 
 
 def test_workers_die_with_the_parent(tmp_path):
-    script = ("import os, sys, time\nfrom ifplay.sandbox import Sandbox\n"
+    script = ("import os, sys, time\nfrom ifplay.sandbox.runner import Sandbox\n"
               "box = Sandbox(workers=2)\nbox.start()\n"
               "print(' '.join(str(w.proc.pid) for w in box._slots), flush=True)\nos._exit(0)\n")
     proc = run(["python", "-c", script])

@@ -1,8 +1,8 @@
 """SPaR data construction: judging, negative mining, DPO pairs, RFT mix, interference statistics."""
 
-from ifplay.judge import VerifierJudge, vote
-from ifplay.records import write_jsonl
-from ifplay.spar import (RFTMix, build_training_data, edit_similarity, independent_pairs, judge_responses,
+from ifplay.judging.judge import VerifierJudge, vote
+from ifplay.core.records import write_jsonl
+from ifplay.spar.stages import (RFTMix, build_training_data, edit_similarity, independent_pairs, judge_responses,
                          judgement_counts, mine_negatives, pair_statistics)
 
 JUDGE_T = "J: {prompt} || {response}"

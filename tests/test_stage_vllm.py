@@ -10,9 +10,9 @@ import json
 import pytest
 
 from conftest import REPO, run
-from ifplay import ifeval
-from ifplay.records import read_jsonl, write_jsonl
-from ifplay.sources import load_prompts
+from ifplay.scoring import ifeval
+from ifplay.core.records import read_jsonl, write_jsonl
+from ifplay.core.sources import load_prompts
 
 pytestmark = pytest.mark.slow
 

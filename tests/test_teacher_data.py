@@ -7,15 +7,15 @@ import json
 import pytest
 
 from conftest import REPO, run
-from ifplay.backends import Backend, SamplingParams
-from ifplay.config import load_config
-from ifplay.judge import make_judge
+from ifplay.generation.backends import Backend, SamplingParams
+from ifplay.core.config import load_config
+from ifplay.judging.judge import make_judge
 from ifplay.plan import Plan
-from ifplay.records import read_jsonl, write_jsonl
-from ifplay.spar import judge_responses, judgement_example, refinement_example
-from ifplay.teacher import Teacher
-from ifplay.teacher_data import actor_examples, answer_prompts, refine_negatives, refiner_examples
-from ifplay.tree_search import SearchConfig
+from ifplay.core.records import read_jsonl, write_jsonl
+from ifplay.spar.stages import judge_responses, judgement_example, refinement_example
+from ifplay.generation.teacher import Teacher
+from ifplay.spar.teacher_data import actor_examples, answer_prompts, refine_negatives, refiner_examples
+from ifplay.spar.tree_search import SearchConfig
 
 JUDGE = (REPO / "config" / "prompts" / "judge_verdict_first.txt").read_text()
 REFINE = (REPO / "config" / "prompts" / "refine_plain.txt").read_text()
@@ -202,7 +202,7 @@ def test_teacher_sft_data_command_with_the_real_model(smollm2, tmp_path):
 
 
 def test_teacher_table_keeps_counts_and_numeric_usage():
-    from ifplay.experiments import teacher_table
+    from ifplay.reporting.experiments import teacher_table
 
     table = teacher_table([{"stage": "teacher_sft_data", "counts": {"actor_examples": 31},
                             "usage": {"backend": "openai", "model": "m", "requests": 121, "prompt_tokens": 21464}}])

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ifplay import training
-from ifplay.records import RecordError
+from ifplay.training import train as training
+from ifplay.core.records import RecordError
 
 pytestmark = pytest.mark.slow
 

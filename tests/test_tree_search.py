@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from ifplay.backends import Backend, SamplingParams
-from ifplay.judge import Judge, ModelJudge, vote
-from ifplay.tree_search import SearchConfig, SearchResult, TreeSearch, parse_refinement
+from ifplay.generation.backends import Backend, SamplingParams
+from ifplay.judging.judge import Judge, ModelJudge, vote
+from ifplay.spar.tree_search import SearchConfig, SearchResult, TreeSearch, parse_refinement
 
 REFINE = "REFINE|{response}|{critique}|{prompt}"
 
@@ -329,7 +329,7 @@ def test_bad_settings_and_roots():
 
 
 def test_plain_output_format_takes_whole_completion():
-    from ifplay.tree_search import SearchConfig
+    from ifplay.spar.tree_search import SearchConfig
 
     config = SearchConfig(output_format="plain")
     assert config.refined("  a better answer \n") == "a better answer"

@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 
-from ifplay.records import RecordError
+from ifplay.core.records import RecordError
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -20,20 +20,20 @@ def _setup_logging(verbose: bool) -> None:
 
 # -- subcommand implementations ---------------------------------------------------------------
 def cmd_setup(args) -> None:
-    from ifplay.nltk_data import ensure_punkt_tab
+    from ifplay.scoring.nltk_data import ensure_punkt_tab
 
     print(f"punkt_tab: {ensure_punkt_tab()}")
 
 
 def cmd_prepare_model(args) -> None:
-    from ifplay.checkpoints import prepare_base_model
+    from ifplay.generation.checkpoints import prepare_base_model
 
     print(prepare_base_model(args.source, args.revision, args.dtype, args.out))
 
 
 def cmd_prepare_prompts(args) -> None:
-    from ifplay.records import write_jsonl
-    from ifplay.sources import load_prompts
+    from ifplay.core.records import write_jsonl
+    from ifplay.core.sources import load_prompts
 
     records = load_prompts(args.source, args.limit, config_key=args.config_key)
     n = write_jsonl(args.out, records)
@@ -41,8 +41,8 @@ def cmd_prepare_prompts(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from ifplay.backends import SamplingParams, parse_options
-    from ifplay.generation import generate_responses
+    from ifplay.generation.backends import SamplingParams, parse_options
+    from ifplay.generation.generate import generate_responses
 
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                             n=args.n, seed=args.seed)
@@ -53,7 +53,7 @@ def cmd_generate(args) -> None:
 
 
 def cmd_prompt_subset(args) -> None:
-    from ifplay.records import read_jsonl, write_jsonl
+    from ifplay.core.records import read_jsonl, write_jsonl
 
     prompts = read_jsonl(args.prompts, required=("key", "prompt"))
     subset = prompts[:args.limit] if args.limit else prompts
@@ -62,9 +62,9 @@ def cmd_prompt_subset(args) -> None:
 
 
 def cmd_score_ifeval(args) -> None:
-    from ifplay import ifeval
-    from ifplay.records import read_jsonl, write_json, write_jsonl
-    from ifplay.sources import PROMPT_FIELDS
+    from ifplay.scoring import ifeval
+    from ifplay.core.records import read_jsonl, write_json, write_jsonl
+    from ifplay.core.sources import PROMPT_FIELDS
 
     prompts = read_jsonl(args.data, required=PROMPT_FIELDS)
     responses = read_jsonl(args.responses, required=("prompt", "response"))
@@ -82,8 +82,8 @@ def cmd_score_ifeval(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from ifplay.config import check_config, load_config
-    from ifplay.experiments import write_report
+    from ifplay.core.config import check_config, load_config
+    from ifplay.reporting.experiments import write_report
 
     if args.config_json:
         config = check_config(json.loads(args.config_json))
@@ -94,14 +94,14 @@ def cmd_report(args) -> None:
 
 
 def cmd_diff(args) -> None:
-    from ifplay.experiments import diff, format_diff
+    from ifplay.reporting.experiments import diff, format_diff
 
     d = diff(args.a, args.b)
     print(json.dumps(d, indent=2) if args.json else format_diff(d), end="" if not args.json else "\n")
 
 
 def cmd_plan(args) -> None:
-    from ifplay.config import load_config
+    from ifplay.core.config import load_config
     from ifplay.plan import Plan
 
     plan = Plan(load_config(args.configfile))
@@ -177,18 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_diff)
 
-    from ifplay import (autoif_stages, cluster, evolution, inference_scaling, judge_eval, sandbox, spar, teacher_data,
-                        training)
+    from ifplay.autoif import stages as autoif_stages
+    from ifplay.core import cluster
+    from ifplay.evaluation import inference_scaling, judge_eval
+    from ifplay.sandbox import runner as sandbox
+    from ifplay.spar import evolution, teacher_data
+    from ifplay.spar import stages as spar
+    from ifplay.training import train as training
 
-    spar.add_cli(sub)
-    judge_eval.add_cli(sub)
-    training.add_cli(sub)
-    cluster.add_cli(sub)
-    sandbox.add_cli(sub)
-    autoif_stages.add_cli(sub)
-    inference_scaling.add_cli(sub)
-    evolution.add_cli(sub)
-    teacher_data.add_cli(sub)
+    for module in (spar, judge_eval, training, cluster, sandbox, autoif_stages, inference_scaling, evolution,
+                   teacher_data):
+        module.add_cli(sub)
 
     p = sub.add_parser("plan", help="list the stages (kind, key, config) a configuration runs")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays on config/default.yaml")
@@ -197,10 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ifplay.config import ConfigError
-    from ifplay.ifeval import ScoringError
-    from ifplay.sandbox import SandboxError
-    from ifplay.sources import SourceError
+    from ifplay.core.config import ConfigError
+    from ifplay.scoring.ifeval import ScoringError
+    from ifplay.sandbox.runner import SandboxError
+    from ifplay.core.sources import SourceError
 
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)

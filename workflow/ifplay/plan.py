@@ -19,8 +19,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ifplay import sources
-from ifplay.config import ConfigError
+from ifplay.core import sources
+from ifplay.core.config import ConfigError
 
 RESULTS = "results"
 
@@ -313,7 +313,7 @@ class Plan:
         return actor, refiner
 
     def _teacher_sft_data(self, base: Stage) -> Stage:
-        """The teacher's SFT data (:mod:`ifplay.teacher_data`): its answers to the evolved prompts, and
+        """The teacher's SFT data (:mod:`ifplay.spar.teacher_data`): its answers to the evolved prompts, and
         its judgements and refinements of the student's (``base``'s) samples, in SPaR's formats."""
         cfg = dict(self.config["sft"]["teacher_data"])
         seed = self.config["seed"]
@@ -435,7 +435,7 @@ class Plan:
         return {"backend": backend, "model": None}, self._other_model(teacher["model"], "teacher.model"), runtime
 
     def _evolved_prompts(self) -> Stage:
-        """The teacher's evolution of ``prompt_evolution.seeds`` (:mod:`ifplay.evolution`)."""
+        """The teacher's evolution of ``prompt_evolution.seeds`` (:mod:`ifplay.spar.evolution`)."""
         cfg = dict(self.config["prompt_evolution"])
         source = cfg.pop("seeds")
         cfg["seeds"] = sources.prompt_origin(source, config_key="prompt_evolution.seeds").fingerprint
@@ -454,7 +454,7 @@ class Plan:
 
     def _add_inference_scaling(self, actor: Stage, refiner: Stage) -> None:
         """Greedy, best-of-N and tree-search decoding of the first ``limit`` IFEval prompts by
-        ``actor`` with ``refiner`` judging, at each budget (:mod:`ifplay.inference_scaling`)."""
+        ``actor`` with ``refiner`` judging, at each budget (:mod:`ifplay.evaluation.inference_scaling`)."""
         cfg = self.config["eval"]["inference_scaling"]
         backend = self.config["backend"]["name"]
         seed = self.config["seed"]
@@ -516,7 +516,7 @@ class Plan:
 
         seeds_path = (sources.local_file(cfg["seeds"], "autoif.seeds") if cfg["seeds"] != "builtin:autoif"
                       else None)
-        from ifplay.autoif_stages import BUILTIN_SEEDS  # noqa: PLC0415 - keeps plan import light
+        from ifplay.autoif.stages import BUILTIN_SEEDS  # noqa: PLC0415 - keeps plan import light
 
         seeds_path = seeds_path or BUILTIN_SEEDS
         seeds = {"sha256": sources.file_sha256(seeds_path), "limit": cfg["seed_limit"]}

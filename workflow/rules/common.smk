@@ -7,8 +7,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # the ifplay packa
 
 from snakemake.utils import validate
 
-from ifplay.cluster import GROUPS, rule_resources, rule_threads
-from ifplay.config import check_config
+from ifplay.core.cluster import GROUPS, rule_resources, rule_threads
+from ifplay.core.config import check_config
 from ifplay.plan import OUTPUTS, Plan
 
 # Readable errors (key path + schema rule) first, then Snakemake's own validation of the same schema.
@@ -63,7 +63,7 @@ def runtime(name):
 
 def local_source(wildcards):
     """The local file a prompts stage reads, so Snakemake tracks it; none for hub sources."""
-    from ifplay.sources import prompt_origin
+    from ifplay.core.sources import prompt_origin
 
     origin = prompt_origin(PLAN.stage(wildcards.key).runtime["source"])
     return [origin.location] if origin.kind in ("file", "builtin") else []

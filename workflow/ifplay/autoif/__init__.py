@@ -1,0 +1,1 @@
+"""AutoIF: instructions, verifiers, cross-validation, back-translation, queries, rejection sampling."""

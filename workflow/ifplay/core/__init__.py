@@ -1,0 +1,1 @@
+"""The workflow's bones: config, stage plan records, sources, cluster resources."""

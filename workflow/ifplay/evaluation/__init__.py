@@ -1,0 +1,1 @@
+"""Evaluations that need a model or a judge: the refiner as a judge, inference-time scaling."""

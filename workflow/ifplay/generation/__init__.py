@@ -1,0 +1,1 @@
+"""Text generation: backends, the generate stage, checkpoints, the teacher."""

@@ -1,0 +1,1 @@
+"""Judges: the model judge (votes), the verifier and IFEval oracles."""

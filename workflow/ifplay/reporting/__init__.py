@@ -1,0 +1,1 @@
+"""Experiment manifests, tables, figures and diffs."""

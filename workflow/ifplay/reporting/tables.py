@@ -1,0 +1,58 @@
+"""Result tables (pandas): one row per evaluated model and iteration, percent with two decimals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ifplay.scoring.ifeval import METRICS, SHORT
+from ifplay.core.records import atomic_path, read_json
+
+IFEVAL_COLUMNS = ["model", "iteration", "prompt_strict", "inst_strict", "prompt_loose", "inst_loose"]
+
+
+def ifeval_table(rows: list[dict]) -> pd.DataFrame:
+    """``rows``: dicts with model, iteration and scores (a path to a metrics.json)."""
+    records = []
+    for row in rows:
+        metrics = read_json(row["scores"])["metrics"]
+        records.append({"model": row["model"], "iteration": row["iteration"],
+                        **{SHORT[m]: round(100 * metrics[m], 2) for m in METRICS}})
+    return _by_iteration(records, IFEVAL_COLUMNS)
+
+
+def judge_table(rows: list[dict]) -> pd.DataFrame:
+    """``rows``: dicts with model, iteration and metrics (a path to a judge_eval metrics.json);
+    counts as integers, accuracy / precision / recall / F1 in percent."""
+    from ifplay.evaluation.judge_eval import METRIC_COLUMNS
+
+    records = []
+    for row in rows:
+        metrics = read_json(row["metrics"])["metrics"]
+        records.append({"model": row["model"], "iteration": row["iteration"],
+                        **{name: round(100 * metrics[name], 2) if isinstance(metrics[name], float) else metrics[name]
+                           for name in METRIC_COLUMNS}})
+    return _by_iteration(records, ["model", "iteration", *METRIC_COLUMNS])
+
+
+def _by_iteration(records: list[dict], columns: list[str]) -> pd.DataFrame:
+    """A table of ``records`` with ``columns``, rows ordered by iteration, then model."""
+    table = pd.DataFrame.from_records(records, columns=columns)
+    return table.sort_values(["iteration", "model"], kind="stable").reset_index(drop=True)
+
+
+def write_table(table: pd.DataFrame, stem: str | Path) -> tuple[Path, Path]:
+    """Write ``stem.csv`` and ``stem.md`` atomically."""
+    stem = Path(stem)
+    csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
+    with atomic_path(csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.2f")
+    with atomic_path(md) as tmp:
+        # object columns: tabulate keeps integer columns integral beside float ones
+        tmp.write_text(table.astype(object).to_markdown(index=False, floatfmt=".2f") + "\n", encoding="utf-8")
+    return csv, md
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path)

@@ -1,0 +1,1 @@
+"""The verifier sandbox that runs model-written Python."""

@@ -1,0 +1,1 @@
+"""SPaR: sampling, judging, tree-search refinement, training data, prompt evolution, teacher data."""

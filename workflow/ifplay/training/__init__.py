@@ -1,0 +1,1 @@
+"""Fine-tuning: SFT, DPO and RFT with trl."""
