@@ -4,7 +4,7 @@
 #   snakemake --cores all --configfile config/experiments/NAME.yaml  # an overlay experiment
 #
 # Every stage writes results/<stage>/<key>/, key = hash of the config the stage reads and of its
-# inputs' keys (workflow/ifplay/plan.py), so experiments share every stage they agree on.
+# inputs' keys (stage kinds: workflow/ifplay/core/stages.py; the plan: workflow/ifplay/plan.py), so experiments share every stage they agree on.
 # Experiment manifests and tables: results/experiments/<experiment>/.
 
 from pathlib import Path
@@ -24,6 +24,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/shared.smk"
 include: "workflow/rules/evolution.smk"
 include: "workflow/rules/sft.smk"
 include: "workflow/rules/spar.smk"

@@ -272,7 +272,7 @@ def test_api_key_is_sent_but_never_logged_cached_or_shown(proxy, smollm2, tmp_pa
 
 
 def test_generate_stage_through_the_cli(server, smollm2, tmp_path):
-    """`ifplay generate --backend openai --backend-options JSON`, as the eval_responses rule runs it."""
+    """`ifplay generate --backend openai --backend-options JSON`, as the generate rule runs it."""
     from ifplay.core.records import read_jsonl, write_jsonl
 
     prompts = tmp_path / "prompts.jsonl"
@@ -287,13 +287,13 @@ def test_generate_stage_through_the_cli(server, smollm2, tmp_path):
 
 
 def test_prompt_evolution_with_a_served_teacher(server, smollm2, tmp_path):
-    """`ifplay evolve-prompts --backend openai`: the teacher behind vLLM's server, its usage recorded."""
+    """`ifplay evolved-prompts --backend openai`: the teacher behind vLLM's server, its usage recorded."""
     from ifplay.core.records import read_json, read_jsonl
 
     options = json.dumps({"base_url": server, "api_key_env": KEY_ENV, "max_concurrency": 4})
     files = {name: tmp_path / f"{name}.json{'l' if name in ('prompts', 'evolved') else ''}"
              for name in ("prompts", "evolved", "counts", "usage")}
-    proc = run(["ifplay", "evolve-prompts", "--seeds", "builtin:seeds", "--limit", "4",
+    proc = run(["ifplay", "evolved-prompts", "--seeds", "builtin:seeds", "--limit", "4",
                 "--template", str(REPO / "config" / "prompts" / "evolve.txt"), "--teacher", str(smollm2),
                 "--backend", "openai", "--backend-options", options, "--max-new-tokens", "48",
                 *[arg for name, path in files.items() for arg in (f"--{name}" if name != "prompts" else "--out",

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run
+from ifplay.core.stages import STAGES
 from ifplay.core.cluster import (ACCELERATE_CONFIG, GROUPS, MAIN_PROCESS_PORT, RULE_GROUPS, launch_command,
                             rule_resources, rule_threads)
 from ifplay.core.config import load_config
@@ -44,9 +45,13 @@ def test_every_rule_takes_its_groups_threads_and_resources():
             if name == "all":
                 continue
             group = RULE_GROUPS[name]
-            assert f'threads: THREADS["{group}"]' in body, name
-            assert f'**RESOURCES["{group}"]' in body, name
-            assert f"envs/{group}.yaml" in body, name  # the conda env of the same group
+            if name in STAGES:  # a stage rule takes all of them from its kind's declared group
+                for directive in ("threads: stage_threads", "**stage_resources", "stage_env"):
+                    assert f'{directive}("{name}")' in body, (name, directive)
+            else:
+                assert f'threads: THREADS["{group}"]' in body, name
+                assert f'**RESOURCES["{group}"]' in body, name
+                assert f"envs/{group}.yaml" in body, name  # the conda env of the same group
             seen[name] = group
     assert set(seen) == set(RULE_GROUPS)
 
@@ -55,12 +60,12 @@ def test_dry_run_of_the_paper_config_through_the_profile_lists_gpu_requests():
     out = run(["snakemake", "--profile", "slurm", "-n", "--configfile", str(PAPER)], cwd=REPO).stdout
     gpu_jobs = re.findall(r"(?ms)^rule (\w+):.*?resources: ([^\n]*)", out)
     requests = {rule: resources for rule, resources in gpu_jobs}
-    assert "gpu=8" in requests["actor_dpo"] and "gpu=1" in requests["spar_samples"]
+    assert "gpu=8" in requests["dpo"] and "gpu=1" in requests["generate"]
     assert "gpu=0" in requests["spar_data"]
 
 
 # -- training launch commands -------------------------------------------------------------------
-ARGS = ["train-dpo", "--model", "m", "--data", "d.jsonl", "--out", "o", "--settings", '{"beta": 0.1}']
+ARGS = ["dpo", "--model", "m", "--data", "d.jsonl", "--out", "o", "--settings", '{"beta": 0.1}']
 
 
 def test_cpu_or_one_gpu_runs_ifplay_itself():
@@ -93,7 +98,7 @@ def test_several_nodes_start_one_accelerate_per_node_through_srun():
 
 def test_srun_script_runs_in_bash(tmp_path):
     """The per-node script is valid bash that expands SLURM's variables on each node."""
-    script = launch_command(["train-sft", "--settings", '{"a": "b c"}'], gpus=2, nodes=2)[7]
+    script = launch_command(["sft", "--settings", '{"a": "b c"}'], gpus=2, nodes=2)[7]
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "accelerate").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
@@ -112,9 +117,9 @@ def test_bad_launch_shape_is_refused():
 
 
 def test_training_rules_start_through_the_launcher():
-    for smk in ("spar.smk", "sft.smk", "autoif.smk"):
-        text = (REPO / "workflow" / "rules" / smk).read_text()
-        assert text.count("ifplay launch --gpus {resources.gpu} --nodes {resources.nodes} -- train-") >= 1
+    text = (REPO / "workflow" / "rules" / "shared.smk").read_text()
+    for kind in (name for name, spec in STAGES.items() if spec.group == "training"):
+        assert f"ifplay launch --gpus {{resources.gpu}} --nodes {{resources.nodes}} -- {STAGES[kind].command} " in text
 
 
 @pytest.mark.parametrize("paper", sorted((REPO / "config" / "paper").glob("*.yaml")), ids=lambda p: p.stem)

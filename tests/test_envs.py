@@ -44,10 +44,15 @@ def test_every_env_pins_agree_with_pyproject():
 
 
 def test_every_rule_names_an_existing_env():
+    from ifplay.core.stages import STAGES
+
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
         text = smk.read_text()
         rules = re.findall(r"^rule (\w+):", text, re.M)
         envs = re.findall(r'^    conda:\n        "([^"]+)"', text, re.M)
+        # a stage rule names its kind's env: stage_env(kind) = envs/<the kind's group>.yaml
+        kinds = re.findall(r'^    conda:\n        stage_env\("(\w+)"\)', text, re.M)
+        envs += [f"../../envs/{STAGES[kind].group}.yaml" for kind in kinds]
         assert len(rules) == len(envs), f"{smk.name}: {len(rules)} rules but {len(envs)} conda directives"
         for env in envs:
             assert (smk.parent / env).resolve().is_file(), f"{smk.name}: {env} does not exist"

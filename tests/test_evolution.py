@@ -171,7 +171,7 @@ def test_plan_with_a_served_teacher():
 @pytest.mark.slow
 def test_evolve_prompts_command_with_the_real_model(smollm2, tmp_path):
     out = tmp_path / "prompts.jsonl"
-    proc = run(["ifplay", "evolve-prompts", "--seeds", "builtin:seeds", "--limit", "4", "--template",
+    proc = run(["ifplay", "evolved-prompts", "--seeds", "builtin:seeds", "--limit", "4", "--template",
                 str(REPO / "config" / "prompts" / "evolve.txt"), "--teacher", str(smollm2), "--max-new-tokens", "48",
                 "--out", str(out), "--evolved", str(tmp_path / "evolved.jsonl"), "--counts", str(tmp_path / "c.json"),
                 "--usage", str(tmp_path / "u.json")], timeout=600)

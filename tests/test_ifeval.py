@@ -41,7 +41,7 @@ def test_per_instruction_breakdown(gpt4):
 
 
 def test_cli_prints_official_figures(ifeval_data, gpt4_responses):
-    out = run(["ifplay", "score", "ifeval", "--data", str(ifeval_data), "--responses", str(gpt4_responses), "--json"]).stdout
+    out = run(["ifplay", "ifeval-scores", "--prompts", str(ifeval_data), "--responses", str(gpt4_responses), "--json"]).stdout
     assert json.loads(out)["percent"] == OFFICIAL
 
 
@@ -59,7 +59,7 @@ def test_missing_response_names_the_prompt(tmp_path, ifeval_data, gpt4_responses
     partial = tmp_path / "partial.jsonl"
     lines = gpt4_responses.read_text().splitlines()
     partial.write_text("\n".join(lines[:10]) + "\n")
-    proc = run(["ifplay", "score", "ifeval", "--data", str(ifeval_data), "--responses", str(partial)], check=False)
+    proc = run(["ifplay", "ifeval-scores", "--prompts", str(ifeval_data), "--responses", str(partial)], check=False)
     assert proc.returncode == 2
     first_missing = read_jsonl(ifeval_data)[10]
     assert f"no response for 531 prompt(s); first: key {first_missing['key']}" in proc.stderr
@@ -68,5 +68,5 @@ def test_missing_response_names_the_prompt(tmp_path, ifeval_data, gpt4_responses
 def test_malformed_responses_line_named(tmp_path, ifeval_data):
     bad = tmp_path / "resp.jsonl"
     bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a" "response": "b"}\n')
-    proc = run(["ifplay", "score", "ifeval", "--data", str(ifeval_data), "--responses", str(bad)], check=False)
+    proc = run(["ifplay", "ifeval-scores", "--prompts", str(ifeval_data), "--responses", str(bad)], check=False)
     assert proc.returncode == 2 and "resp.jsonl:2: not valid JSON" in proc.stderr

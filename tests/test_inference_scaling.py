@@ -114,12 +114,12 @@ def test_plan_sweeps_the_final_actor_with_the_final_refiner():
                       ("tree_search", 3), ("tree_search", 5)]
     actor, refiner = plan.spar[-1].actor, plan.spar[-1].refiner
     greedy = plan.scaling[0].scores.inputs["responses"]
-    assert greedy.kind == "eval_responses" and greedy.inputs["model"] is actor
+    assert greedy.kind == "generate" and greedy.inputs["model"] is actor
     assert greedy.inputs["prompts"].config["limit"] == 10
     bon = [p.answers for p in plan.scaling if p.method == "best_of_n"]
     judged = bon[0].inputs["judged"]
     assert all(b.inputs["judged"] is judged for b in bon)  # one sampling, nested budgets
-    assert judged.inputs["refiner"] is refiner and judged.inputs["samples"].config["sampling"]["k"] == 5
+    assert judged.inputs["refiner"] is refiner and judged.inputs["samples"].config["sampling"]["n"] == 5
     assert judged.inputs["samples"].inputs["model"] is actor
     search = [p.answers for p in plan.scaling if p.method == "tree_search"]
     assert all(s.inputs["judged"].inputs["samples"] is greedy and s.inputs["refiner"] is refiner for s in search)

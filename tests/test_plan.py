@@ -18,9 +18,12 @@ def plan(*overlays, **overrides) -> Plan:
 
 
 def by_kind(p: Plan) -> dict[str, set[str]]:
+    """Stage keys by kind; the generate stages also as ``greedy`` (evaluation answers) and ``samples``."""
     kinds: dict[str, set[str]] = {}
     for key, stage in p.stages.items():
         kinds.setdefault(stage.kind, set()).add(key)
+        if stage.kind == "generate":
+            kinds.setdefault("greedy" if stage.config["sampling"]["temperature"] == 0 else "samples", set()).add(key)
     return kinds
 
 
@@ -44,11 +47,11 @@ def test_experiment_name_and_runtime_settings_do_not_change_keys():
 def test_backend_settings_reach_generating_stages_as_runtime_options():
     openai = plan(backend={"name": "openai", "openai": {"base_url": "http://h:1/v1", "max_concurrency": 3}})
     assert set(openai.stages).isdisjoint(
-        key for key, stage in plan().stages.items() if stage.kind == "eval_responses")  # name is in the key
-    [options] = {stage.runtime["backend_options"] for stage in openai.stages.values() if stage.kind == "eval_responses"}
+        key for key, stage in plan().stages.items() if stage.kind == "generate")  # name is in the key
+    [options] = {stage.runtime["backend_options"] for stage in openai.stages.values() if stage.kind == "generate"}
     options = json.loads(options)
     assert options["base_url"] == "http://h:1/v1" and options["max_concurrency"] == 3
-    default = {stage.runtime["backend_options"] for stage in plan().stages.values() if stage.kind == "eval_responses"}
+    default = {stage.runtime["backend_options"] for stage in plan().stages.values() if stage.kind == "generate"}
     assert default == {"{}"}  # transformers takes no extra settings
 
 
@@ -57,10 +60,10 @@ def test_eval_only_overlay_shares_everything_upstream():
     a, b = by_kind(pa), by_kind(pb)
     assert a["base_model"] == b["base_model"]
     assert a["prompts"] == b["prompts"]
-    assert not (a["eval_responses"] & b["eval_responses"])
+    assert not (a["greedy"] & b["greedy"])
     assert not ({e.scores.key for e in pa.evaluations} & {e.scores.key for e in pb.evaluations})
     # best-of-N samples with its own token budget: its judgements and picks are shared
-    assert a["spar_samples"] == b["spar_samples"] and a["scaling_best_of_n"] == b["scaling_best_of_n"]
+    assert a["samples"] == b["samples"] and a["scaling_best_of_n"] == b["scaling_best_of_n"]
 
 
 def test_limit_changes_only_that_benchmark():
@@ -83,7 +86,7 @@ def test_model_change_invalidates_downstream(tmp_path):
     (model_dir / "config.json").write_text("{}")
     a, b = plan(), plan(model={"base": str(model_dir)})
     assert by_kind(a)["prompts"] == by_kind(b)["prompts"]
-    assert not (by_kind(a)["eval_responses"] & by_kind(b)["eval_responses"])
+    assert not (by_kind(a)["generate"] & by_kind(b)["generate"])
 
 
 def test_local_prompt_file_keyed_by_content_not_path(tmp_path, ifeval_data):
@@ -115,20 +118,21 @@ def test_dry_run_job_lists_share_upstream(ifeval_data):
     shared = default & overlay
     assert any(p.startswith("results/base_model/") for p in shared)
     assert any(p.startswith("results/prompts/") for p in shared)
-    assert not any(p.startswith("results/eval_responses/") for p in shared)
+    # the generate stages shared are the SPaR samples (M_0's) and best-of-N's (M_1's): no greedy answer
+    assert len({p.split("/")[2] for p in shared if p.startswith("results/generate/")}) == 2
     # of the IFEval scores only best-of-N's are shared: its samples have their own token budget
     assert len({p.split("/")[2] for p in shared if p.startswith("results/ifeval_scores/")}) == 3
     assert len({p.split("/")[2] for p in shared if p.startswith("results/scaling_best_of_n/")}) == 3
     assert not any(p.startswith("results/scaling_search/") for p in shared)
     # the default runs one SPaR iteration; an evaluation overlay shares all of its training stages
-    for kind in ("spar_samples", "spar_judged", "spar_trees", "spar_data", "actor_dpo", "refiner_rft"):
+    for kind in ("generate", "judgements", "tree_search", "spar_data", "dpo", "sft"):
         assert any(p.startswith(f"results/{kind}/") for p in shared), kind
     jobs = dry_run_jobs(*local, "--forceall")
     # prompts: IFEval-40, dev, train, IFEval-10 (inference scaling); greedy answers of base and M_1
     # to IFEval-40 and dev, and of M_1 to IFEval-10; samples of M_0 (SPaR) and of M_1 (best-of-N)
-    assert jobs["base_model"] == 1 and jobs["prompts"] == 4 and jobs["eval_responses"] == 5
-    assert jobs["spar_samples"] == 2 and jobs["actor_dpo"] == 1 and jobs["judge_eval"] == 2
-    assert jobs["spar_judged"] == 3 and jobs["scaling_best_of_n"] == 3 and jobs["scaling_search"] == 3
+    assert jobs["base_model"] == 1 and jobs["prompts"] == 4 and jobs["generate"] == 5 + 2
+    assert jobs["sft"] == 1 and jobs["dpo"] == 1 and jobs["judge_eval"] == 2
+    assert jobs["judgements"] == 3 and jobs["scaling_best_of_n"] == 3 and jobs["scaling_search"] == 3
     assert jobs["ifeval_scores"] == 4 + 1 + 3 + 3
 
 
@@ -229,18 +233,20 @@ def test_initial_sft_starts_both_roles(tmp_path):
     base = plan(**SPAR)
     one = plan(spar={"enabled": True}, sft={"enabled": True, "data_source": "files", "actor_data": str(actor_data)})
     m0 = one.spar[0].samples.inputs["model"]
-    assert m0.kind == "sft_model" and m0.inputs["model"].kind == "base_model"
+    assert m0.kind == "sft" and m0.inputs["model"].kind == "base_model" and "data" not in m0.inputs
     assert one.spar[0].judged.inputs["refiner"] is m0  # no refiner data: R_0 = M_0
     assert [(label.endswith("-SFT"), it) for label, it, _ in one.models] == [(False, 0), (True, 0), (False, 1)]
     assert one.judge_evaluations[0].model.endswith("-SFT")
     two = plan(spar={"enabled": True}, sft={"enabled": True, "data_source": "files", "actor_data": str(actor_data),
                                              "refiner_data": str(refiner_data)})
     r0 = two.spar[0].judged.inputs["refiner"]
-    assert r0.kind == "sft_model" and r0 is not two.spar[0].samples.inputs["model"]
+    assert r0.kind == "sft" and r0 is not two.spar[0].samples.inputs["model"]
     assert two.spar[0].samples.key == one.spar[0].samples.key  # same M_0
     # shares the base model, the prompt sets and the base model's evaluation with the plain default
     shared = {base.stages[k].kind for k in set(base.stages) & set(one.stages)}
-    assert shared == {"base_model", "prompts", "eval_responses", "ifeval_scores"}
+    assert shared == {"base_model", "prompts", "generate", "ifeval_scores"}
+    assert all(base.stages[k].config["sampling"]["temperature"] == 0 for k in set(base.stages) & set(one.stages)
+               if base.stages[k].kind == "generate")  # the base model's greedy answers only
 
 
 def test_sft_needs_its_data_named_in_the_error():

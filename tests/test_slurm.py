@@ -26,6 +26,12 @@ SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+)")
 FINISHED = re.compile(r"Finished jobid: \d+ \(Rule: (\w+)\)")
 
 
+def stage_files(workdir) -> dict:
+    """Every stage output under results/<kind>/<key>/ with its modification time."""
+    return {path: path.stat().st_mtime_ns for path in (workdir / "results").glob("*/*/*")
+            if path.parts[-3] != "experiments"}
+
+
 @pytest.fixture(scope="module")
 def cluster():
     started = subprocess.run(["bash", str(CLUSTER), "start"], capture_output=True, text=True, timeout=900)
@@ -94,42 +100,45 @@ def test_profile_runs_every_job_through_slurm(workdir):
     for jobid in submitted:
         assert jobid not in before and jobs[jobid][1] == "COMPLETED", (jobid, jobs.get(jobid))
     rules = {jobs[jobid][0].split("_wildcards_")[0].removeprefix("rule_") for jobid in submitted}
-    assert {"base_model", "spar_samples", "spar_trees", "actor_dpo", "refiner_rft", "eval_responses"} <= rules
+    assert {"base_model", "generate", "judgements", "tree_search", "spar_data", "dpo", "sft", "ifeval_scores"} <= rules
     manifest = workdir / "results" / "experiments" / "slurm-tiny" / "manifest.json"
     assert manifest.is_file()
-    assert list((workdir / "logs" / "slurm").glob("rule_actor_dpo/*/*.log"))  # per-job SLURM logs
+    assert list((workdir / "logs" / "slurm").glob("rule_dpo/*/*.log"))  # per-job SLURM logs
 
 
 def test_cancelled_job_is_redone_and_nothing_else(workdir):
     config = ["--configfile", str(workdir / "tiny.yaml"), str(workdir / "fault.yaml")]
     plan = job_counts(profile_run(workdir, *config, "-n").stdout)
-    assert plan["actor_dpo"] == 1 and plan["spar_samples"] == 1 and "base_model" not in plan
+    # the samples, then M_1's greedy answers to IFEval and dev; the DPO of M_0 and the RFT of R_0
+    assert plan["dpo"] == 1 and plan["sft"] == 1 and plan["generate"] == 3 and "base_model" not in plan
     proc = profile_run(workdir, *config, background=True)
     cancelled = None
     deadline = time.monotonic() + 900
     while cancelled is None and time.monotonic() < deadline and proc.poll() is None:
         for jobid, (comment, state) in slurm_jobs().items():
-            if comment.startswith("rule_actor_dpo") and state == "RUNNING":
+            if comment.startswith("rule_dpo_") and state == "RUNNING":
                 time.sleep(3)  # mid-stage: the model is loaded and training
                 subprocess.run(["scancel", jobid], check=True)
                 cancelled = (jobid, comment.split("_wildcards_")[1])
                 break
         time.sleep(0.5)
     first_log, _ = proc.communicate(timeout=900)
-    assert cancelled, "never saw the actor_dpo job running:\n" + first_log[-3000:]
-    print(f"cancelled SLURM job {cancelled[0]} (actor_dpo/{cancelled[1]})")
+    assert cancelled, "never saw the dpo job running:\n" + first_log[-3000:]
+    print(f"cancelled SLURM job {cancelled[0]} (dpo/{cancelled[1]})")
     assert proc.returncode != 0
-    checkpoint = workdir / "results" / "actor_dpo" / cancelled[1] / "checkpoint"
+    checkpoint = workdir / "results" / "dpo" / cancelled[1] / "checkpoint"
     assert not checkpoint.exists()  # no partial checkpoint where the finished one belongs
     finished_first = [rule for rule in FINISHED.findall(first_log) if rule != "all"]
+    written_first = stage_files(workdir)
 
     rerun = profile_run(workdir, *config)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     redone = job_counts(rerun.stdout + rerun.stderr)
     print(f"first run finished {len(finished_first)} jobs {sorted(set(finished_first))}; "
           f"re-run executed {sum(v for k, v in redone.items() if k != 'all')} jobs {redone}")
-    assert redone["actor_dpo"] == 1
-    assert {"spar_samples", "spar_judged", "spar_trees", "spar_data"} <= set(finished_first)
-    assert not set(finished_first) & set(redone)  # nothing that had finished runs again
+    assert redone["dpo"] == 1
+    assert {"generate", "judgements", "tree_search", "spar_data"} <= set(finished_first)
+    # nothing that had finished runs again: every stage file of the first run is untouched
+    assert {path: mtime for path, mtime in stage_files(workdir).items() if path in written_first} == written_first
     assert (checkpoint / "model.safetensors").is_file()
     assert (workdir / "results" / "experiments" / "slurm-fault" / "manifest.json").is_file()

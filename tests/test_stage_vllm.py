@@ -1,4 +1,4 @@
-"""One workflow stage with ``backend: vllm``: the eval_responses command (``ifplay generate``) run
+"""One workflow stage with ``backend: vllm``: the generate stage's command (``ifplay generate``) run
 from ``.venv-vllm`` on the builtin dev prompts with SmolLM2, then scored with IFEval's checkers in
 the main environment, beside the same stage with the transformers backend.
 """
@@ -29,7 +29,7 @@ def generate(ifplay: str, backend: str, model, prompts, out, **extra) -> list[di
     return read_jsonl(out)
 
 
-def test_eval_responses_stage_with_vllm(smollm2, tmp_path):
+def test_generate_stage_with_vllm(smollm2, tmp_path):
     if not IFPLAY_VLLM.exists():
         pytest.skip(f"{IFPLAY_VLLM} missing: `make venv-vllm` builds the vLLM environment")
     prompts = load_prompts("builtin:dev", LIMIT)

@@ -130,9 +130,9 @@ def test_plan_wires_the_teacher_data_to_m0_and_r0_and_shares_upstream():
     assert data.kind == "teacher_sft_data" and data.inputs["prompts"] is sft.evolution
     assert data.inputs["teacher"] is sft.base and data.config["teacher"] == {"backend": "transformers", "model": None}
     samples = data.inputs["samples"]  # the student's: the base model on the first 16 evolved prompts
-    assert samples.kind == "spar_samples" and samples.inputs["model"] is sft.base
+    assert samples.kind == "generate" and samples.inputs["model"] is sft.base
     assert samples.inputs["prompts"].config == {"limit": 16}
-    assert samples.config["sampling"] == {"k": 2, "temperature": 0.9, "top_p": 0.9, "max_new_tokens": 128}
+    assert samples.config["sampling"] == {"n": 2, "temperature": 0.9, "top_p": 0.9, "max_new_tokens": 128, "seed": 0}
     # SPaR's own judge and refine templates (content-keyed) and output format
     spar_data = sft.spar[0].data
     assert data.config["judge"]["template"] == spar_data.config["judge_template"]
@@ -141,13 +141,13 @@ def test_plan_wires_the_teacher_data_to_m0_and_r0_and_shares_upstream():
     m0, r0 = sft.sft["actor"], sft.sft["refiner"]
     assert m0.inputs == {"model": sft.base, "data": data} and m0.config["data"] == {"file": "actor.jsonl"}
     assert r0.inputs == {"model": sft.base, "data": data} and r0.config["data"] == {"file": "refiner.jsonl"}
-    assert r0.runtime["data"] == data.path("refiner.jsonl")
+    assert r0.files == {"data": "refiner.jsonl"} and r0.input_path("data") == data.path("refiner.jsonl")
     assert sft.spar[0].samples.inputs["model"] is m0 and sft.spar[0].judged.inputs["refiner"] is r0
     assert [label for label, _, _ in sft.models][:2] == ["SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct-SFT"]
     assert sft.judge_evaluations[0].model.endswith("-SFT")
     # shared with the default: exactly what does not depend on M_0 or R_0
     shared = {default.stages[k].kind for k in set(default.stages) & set(sft.stages)}
-    assert shared == {"base_model", "prompts", "eval_responses", "ifeval_scores"}
+    assert shared == {"base_model", "prompts", "generate", "ifeval_scores"}
     for key in set(default.stages) & set(sft.stages):
         stage = sft.stages[key]
         assert stage.kind in ("base_model", "prompts") or stage.inputs.get("model", stage) is not m0

@@ -295,14 +295,14 @@ def test_every_example_too_long_is_a_named_error(smollm2, tmp_path):
 def test_cli_registers_both_subcommands():
     parser = argparse.ArgumentParser(prog="ifplay")
     training.add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["train-dpo", "--model", "m", "--data", "d.jsonl", "--out", "o",
+    args = parser.parse_args(["dpo", "--model", "m", "--data", "d.jsonl", "--out", "o",
                               "--settings", '{"beta": 0.1, "rpo_alpha": 0.1}', "--ref-model", "r", "--threads", "2"])
     assert args.func is training.cmd_train_dpo and args.settings == {"beta": 0.1, "rpo_alpha": 0.1}
     assert args.ref_model == "r" and args.threads == 2
-    args = parser.parse_args(["train-sft", "--model", "m", "--data", "d.jsonl", "--out", "o", "--settings", "{}"])
+    args = parser.parse_args(["sft", "--model", "m", "--data", "d.jsonl", "--out", "o", "--settings", "{}"])
     assert args.func is training.cmd_train_sft and args.settings == {} and args.threads is None
     with pytest.raises(SystemExit):
-        parser.parse_args(["train-sft", "--model", "m", "--data", "d", "--out", "o", "--settings", "[1, 2]"])
+        parser.parse_args(["sft", "--model", "m", "--data", "d", "--out", "o", "--settings", "[1, 2]"])
 
 
 def test_empty_data_keeps_input_model_when_asked(tmp_path, smollm2):
@@ -311,8 +311,8 @@ def test_empty_data_keeps_input_model_when_asked(tmp_path, smollm2):
     empty = tmp_path / "pairs.jsonl"
     empty.write_text("")
     out = tmp_path / "actor"
-    proc = run(["ifplay", "train-dpo", "--model", str(smollm2), "--data", str(empty), "--out", str(out)], check=False)
+    proc = run(["ifplay", "dpo", "--model", str(smollm2), "--data", str(empty), "--out", str(out)], check=False)
     assert proc.returncode == 2 and "no records (empty file)" in proc.stderr
-    summary = json.loads(run(["ifplay", "train-dpo", "--model", str(smollm2), "--data", str(empty), "--out", str(out),
+    summary = json.loads(run(["ifplay", "dpo", "--model", str(smollm2), "--data", str(empty), "--out", str(out),
                               "--if-empty", "keep"]).stdout)
     assert summary["trained"] is False and out.resolve() == smollm2.resolve()

@@ -44,7 +44,7 @@ def test_experiment_outputs(workdir):
     exp = workdir / "results" / "experiments" / "tiny"
     manifest = json.loads((exp / "manifest.json").read_text())
     assert manifest["config"]["eval"]["max_new_tokens"] == 24
-    assert {s["kind"] for s in manifest["stages"]} == {"base_model", "prompts", "eval_responses", "ifeval_scores"}
+    assert {s["kind"] for s in manifest["stages"]} == {"base_model", "prompts", "generate", "ifeval_scores"}
     assert all(s["done"] for s in manifest["stages"])
     for bench, n in (("ifeval", 4), ("dev", 3)):
         table = pd.read_csv(exp / "tables" / f"{bench}.csv")
@@ -54,7 +54,7 @@ def test_experiment_outputs(workdir):
         assert (exp / "tables" / f"{bench}.md").read_text().startswith("| model")
         scores = next(e["scores"] for e in manifest["evaluations"] if e["benchmark"] == bench)
         assert json.loads((workdir / scores).read_text())["num_prompts"] == n
-    assert list((workdir / "logs").glob("eval_responses/*.log"))
+    assert list((workdir / "logs").glob("generate/*.log"))
 
 
 def test_rerun_is_a_no_op(workdir):
@@ -65,8 +65,8 @@ def test_rerun_is_a_no_op(workdir):
 def test_eval_overlay_reruns_only_evaluation(workdir):
     dry = snakemake(workdir, "--configfile", "tiny.yaml", "tiny-eval.yaml", "-n").stdout
     jobs = job_counts(dry)
-    assert set(jobs) == {"eval_responses", "ifeval_scores", "experiment_report", "all"}, jobs
-    assert jobs["eval_responses"] == 2
+    assert set(jobs) == {"generate", "ifeval_scores", "report", "all"}, jobs
+    assert jobs["generate"] == 2
     snakemake(workdir, "--configfile", "tiny.yaml", "tiny-eval.yaml")
     diff = json.loads(run(["ifplay", "diff", "tiny", "tiny-eval", "--json"], cwd=workdir).stdout)
     assert [c["key"] for c in diff["config"]] == ["eval.max_new_tokens"]

@@ -84,4 +84,4 @@ def test_back_translation_ablation_shares_everything_upstream(workdir):
     jobs = job_counts(dry)
     for shared in ("base_model", "autoif_instructions", "autoif_verifiers", "autoif_crossval", "prompts"):
         assert shared not in jobs
-    assert "autoif_backtrans" not in jobs and jobs["autoif_queries"] == 1 and jobs["autoif_sft"] == 1
+    assert "autoif_backtrans" not in jobs and jobs["autoif_queries"] == 1 and jobs["sft"] == 1

@@ -52,7 +52,7 @@ def test_one_iteration_end_to_end(workdir):
     manifest = json.loads((exp / "manifest.json").read_text())
     [counts] = manifest["spar_counts"]
     assert counts["judgements"]["responses"] == 18 and counts["judgements"]["invalid_votes"] == 0
-    judged = next(s for s in manifest["stages"] if s["kind"] == "spar_judged")
+    judged = next(s for s in manifest["stages"] if s["kind"] == "judgements")
     records = [json.loads(line) for line in (workdir / judged["output"]).read_text().splitlines()]
     prompts_with_negative = {r["key"] for r in records if r["label"] == 0}
     assert counts["search"]["trees"] == len(prompts_with_negative) >= 1  # one negative per prompt
@@ -64,8 +64,9 @@ def test_one_iteration_end_to_end(workdir):
     pairs = pd.read_csv(exp / "tables" / "spar_pairs.csv")
     assert set(pairs["pairs_kind"]) == {"spar_pairs", "independent_pairs"}
     kinds = {s["kind"] for s in manifest["stages"]}
-    assert {"spar_samples", "spar_judged", "spar_trees", "spar_data", "actor_dpo", "refiner_rft"} <= kinds
-    refiner = next(s for s in manifest["stages"] if s["kind"] == "refiner_rft")
+    assert {"generate", "judgements", "tree_search", "spar_data", "dpo", "sft"} <= kinds
+    refiner = next(s for s in manifest["stages"] if s["kind"] == "sft")
+    assert refiner["files"] == {"data": "rft.jsonl"}  # R_1 = RFT(R_0) on the search's data
     assert (workdir / refiner["output"] / "config.json").is_file()
     summary = pd.read_csv(exp / "tables" / "spar_counts.csv")
     assert summary.loc[0, "responses"] == 18 and summary.loc[0, "dpo_pairs"] == counts["dpo_pairs"]
@@ -100,12 +101,16 @@ def test_inference_scaling_table_and_figure(workdir):
 def test_model_judge_experiment_shares_sampling(workdir):
     dry = snakemake(workdir, "--configfile", "tiny.yaml", "model-judge.yaml", "-n").stdout
     jobs = job_counts(dry)
-    assert "spar_samples" not in jobs and "base_model" not in jobs and "prompts" not in jobs
-    assert jobs["spar_judged"] == 1 and jobs["spar_trees"] == 1
+    # the samples are shared; M_1's greedy answers to IFEval and dev are new (its training data changed)
+    assert jobs["generate"] == 2 and "base_model" not in jobs and "prompts" not in jobs
+    assert jobs["judgements"] == 1 and jobs["tree_search"] == 1
     snakemake(workdir, "--configfile", "tiny.yaml", "model-judge.yaml")
     diff = json.loads(run(["ifplay", "diff", "spar-verifier", "spar-model", "--json"], cwd=workdir).stdout)
     assert "spar.judge.kind" in [c["key"] for c in diff["config"]]
-    assert "spar_samples" in {s["kind"] for s in diff["stages"]["shared"]}
+    shared = {s["key"] for s in diff["stages"]["shared"]}
+    stages = {s["key"]: s for s in json.loads((workdir / "results" / "experiments" / "spar-model" / "manifest.json")
+                                               .read_text())["stages"]}
+    assert any(stages[k]["kind"] == "generate" and stages[k]["config"]["sampling"]["n"] > 1 for k in shared)
 
 
 def test_initial_sft_experiment(workdir):
@@ -121,9 +126,10 @@ def test_initial_sft_experiment(workdir):
                 "training": {"max_steps": 1, "max_length": 256}}}))
     jobs = job_counts(snakemake(workdir, "--configfile", "tiny.yaml", "sft.yaml", "-n").stdout)
     # the base model, the prompt sets and the base model's evaluation are shared; self-play restarts
-    assert "base_model" not in jobs and "prompts" not in jobs and jobs["sft_model"] == 2
+    assert "base_model" not in jobs and "prompts" not in jobs and jobs["sft"] == 2 + 1  # M_0, R_0; R_1
     assert jobs["evolved_prompts"] == jobs["teacher_sft_data"] == 1
-    assert jobs["eval_responses"] == 4 and jobs["spar_samples"] == 2  # the student's and M_0's
+    # greedy answers of M_0 and M_1 to IFEval and dev; samples of the student and of M_0
+    assert jobs["generate"] == 4 + 2
     snakemake(workdir, "--configfile", "tiny.yaml", "sft.yaml")
     exp = workdir / "results" / "experiments" / "spar-sft"
     table = pd.read_csv(exp / "tables" / "ifeval.csv")
@@ -144,5 +150,5 @@ def test_initial_sft_experiment(workdir):
     assert stages[m0]["config"]["data"] == {"file": "actor.jsonl"}
     assert stages[r0]["config"]["data"] == {"file": "refiner.jsonl"}
     # self-play samples from M_0 and R_0 is the iteration-0 judge
-    assert [s["kind"] for s in manifest["stages"] if s["inputs"].get("model") == m0].count("spar_samples") == 1
+    assert [s["kind"] for s in manifest["stages"] if s["inputs"].get("model") == m0].count("generate") == 1 + 2  # samples, IFEval, dev
     assert [s["kind"] for s in manifest["stages"] if s["inputs"].get("refiner") == r0].count("judge_eval") == 1

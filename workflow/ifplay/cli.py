@@ -25,13 +25,13 @@ def cmd_setup(args) -> None:
     print(f"punkt_tab: {ensure_punkt_tab()}")
 
 
-def cmd_prepare_model(args) -> None:
+def cmd_base_model(args) -> None:
     from ifplay.generation.checkpoints import prepare_base_model
 
     print(prepare_base_model(args.source, args.revision, args.dtype, args.out))
 
 
-def cmd_prepare_prompts(args) -> None:
+def cmd_prompts(args) -> None:
     from ifplay.core.records import write_jsonl
     from ifplay.core.sources import load_prompts
 
@@ -61,12 +61,12 @@ def cmd_prompt_subset(args) -> None:
     print(f"{len(subset)} of {len(prompts)} prompts -> {args.out}")
 
 
-def cmd_score_ifeval(args) -> None:
+def cmd_ifeval_scores(args) -> None:
     from ifplay.scoring import ifeval
     from ifplay.core.records import read_jsonl, write_json, write_jsonl
     from ifplay.core.sources import PROMPT_FIELDS
 
-    prompts = read_jsonl(args.data, required=PROMPT_FIELDS)
+    prompts = read_jsonl(args.prompts, required=PROMPT_FIELDS)
     responses = read_jsonl(args.responses, required=("prompt", "response"))
     result = ifeval.score(prompts, ifeval.match_responses(prompts, responses, source=args.responses))
     if args.metrics:
@@ -119,19 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("setup", help="provision offline data (NLTK punkt_tab for the IFEval checkers)")
     p.set_defaults(func=cmd_setup)
 
-    p = sub.add_parser("prepare-model", help="materialise the base model as a HF checkpoint directory")
+    p = sub.add_parser("base-model", help="materialise the base model as a HF checkpoint directory")
     p.add_argument("--source", required=True, help="builtin:NAME, a local model directory or a hub id")
     p.add_argument("--revision", default="main", help="hub revision")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--out", required=True, help="output checkpoint directory")
-    p.set_defaults(func=cmd_prepare_model)
+    p.set_defaults(func=cmd_base_model)
 
-    p = sub.add_parser("prepare-prompts", help="write a prompt set (IFEval format) as JSONL")
+    p = sub.add_parser("prompts", help="write a prompt set (IFEval format) as JSONL")
     p.add_argument("--source", required=True, help="builtin:NAME, hf:ORG/NAME[@REV] or a JSONL path")
     p.add_argument("--limit", type=int, default=None, help="keep the first N prompts")
     p.add_argument("--config-key", default="data", help="config key named in error messages")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_prepare_prompts)
+    p.set_defaults(func=cmd_prompts)
 
     p = sub.add_parser("prompt-subset", help="the first N prompts of a prompt file (key, prompt)")
     p.add_argument("--prompts", required=True)
@@ -155,15 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("score", help="score responses on a benchmark")
-    score_sub = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    q = score_sub.add_parser("ifeval", help="IFEval's four official metrics (lm-eval's checkers)")
-    q.add_argument("--data", required=True, help="prompts JSONL: key, prompt, instruction_id_list, kwargs")
-    q.add_argument("--responses", required=True, help="JSONL with prompt and response (matched by prompt text)")
-    q.add_argument("--json", action="store_true", help="print the result as JSON")
-    q.add_argument("--metrics", help="write metrics JSON here")
-    q.add_argument("--per-prompt", help="write per-prompt verdicts JSONL here")
-    q.set_defaults(func=cmd_score_ifeval)
+    p = sub.add_parser("ifeval-scores", help="IFEval's four official metrics of responses (lm-eval's checkers)")
+    p.add_argument("--prompts", required=True, help="prompts JSONL: key, prompt, instruction_id_list, kwargs")
+    p.add_argument("--responses", required=True, help="JSONL with prompt and response (matched by prompt text)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--metrics", help="write metrics JSON here")
+    p.add_argument("--per-prompt", help="write per-prompt verdicts JSONL here")
+    p.set_defaults(func=cmd_ifeval_scores)
 
     p = sub.add_parser("report", help="write an experiment's manifest and tables")
     p.add_argument("--config-json", help="the resolved config as JSON (the Snakefile passes this)")

@@ -12,137 +12,21 @@ The Snakefile builds one :class:`Plan` from the config and looks stages up by ke
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ifplay.core import sources
 from ifplay.core.config import ConfigError
-
-RESULTS = "results"
-
-# Bump a stage's version when its code changes what it writes: every key downstream changes.
-STAGE_VERSIONS = {
-    "base_model": 1,
-    "prompts": 1,
-    "eval_responses": 1,
-    "ifeval_scores": 1,
-    "spar_samples": 1,
-    "spar_judged": 1,
-    "spar_trees": 1,
-    "spar_data": 1,
-    "actor_dpo": 1,
-    "refiner_rft": 1,
-    "sft_model": 1,
-    "judge_eval": 1,
-    "autoif_instructions": 1,
-    "autoif_verifiers": 1,
-    "autoif_crossval": 1,
-    "autoif_backtrans": 1,
-    "autoif_queries": 2,  # 2: queries carry their functions' back_instruction
-    "autoif_responses": 1,
-    "autoif_verified": 1,
-    "autoif_scored": 1,
-    "autoif_data": 3,  # 2: queries.jsonl carries back_instruction; 3: pairs from every verified query and instruction
-    "autoif_sft": 1,
-    "autoif_online_samples": 1,
-    "autoif_online_pairs": 1,
-    "autoif_prompts": 1,
-    "scaling_best_of_n": 1,
-    "scaling_search": 1,
-    "evolved_prompts": 1,
-    "prompt_subset": 1,
-    "teacher_sft_data": 1,
-}
-
-# The main output of each stage kind, relative to its directory (the Snakefile rules use these).
-OUTPUTS = {
-    "base_model": "checkpoint",
-    "prompts": "prompts.jsonl",
-    "eval_responses": "responses.jsonl",
-    "ifeval_scores": "metrics.json",
-    "spar_samples": "samples.jsonl",
-    "spar_judged": "judged.jsonl",
-    "spar_trees": "trees.jsonl",
-    "spar_data": "dpo_pairs.jsonl",
-    "actor_dpo": "checkpoint",
-    "refiner_rft": "checkpoint",
-    "sft_model": "checkpoint",
-    "judge_eval": "metrics.json",
-    "autoif_instructions": "instructions.jsonl",
-    "autoif_verifiers": "verifiers.jsonl",
-    "autoif_crossval": "instructions.jsonl",
-    "autoif_backtrans": "instructions.jsonl",
-    "autoif_queries": "queries.jsonl",
-    "autoif_responses": "responses.jsonl",
-    "autoif_verified": "verified.jsonl",
-    "autoif_scored": "scored.jsonl",
-    "autoif_data": "dpo_pairs.jsonl",
-    "autoif_sft": "checkpoint",
-    "autoif_online_samples": "samples.jsonl",
-    "autoif_online_pairs": "dpo_pairs.jsonl",
-    "autoif_prompts": "prompts.jsonl",
-    "scaling_best_of_n": "responses.jsonl",
-    "scaling_search": "responses.jsonl",
-    "evolved_prompts": "prompts.jsonl",
-    "prompt_subset": "prompts.jsonl",
-    "teacher_sft_data": "actor.jsonl",
-}
+from ifplay.core.stages import RESULTS, STAGES, Stage, short_hash  # noqa: F401 - re-exported for callers
 
 # Stages whose counts.json goes into the manifest and tables/autoif_counts.csv, in pipeline order.
 AUTOIF_FILTERS = ("autoif_instructions", "autoif_verifiers", "autoif_crossval", "autoif_backtrans",
                   "autoif_queries", "autoif_verified", "autoif_scored", "autoif_data", "autoif_online_pairs")
 
-
-def short_hash(obj: Any, length: int = 12) -> str:
-    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
-
-
-@dataclass(eq=False)
-class Stage:
-    kind: str
-    config: dict
-    inputs: dict[str, "Stage"] = field(default_factory=dict)
-    runtime: dict = field(default_factory=dict)
-
-    @cached_property
-    def key(self) -> str:
-        return short_hash(
-            {
-                "kind": self.kind,
-                "version": STAGE_VERSIONS[self.kind],
-                "config": self.config,
-                "inputs": {name: stage.key for name, stage in sorted(self.inputs.items())},
-            }
-        )
-
-    @property
-    def dir(self) -> str:
-        return f"{RESULTS}/{self.kind}/{self.key}"
-
-    @property
-    def output(self) -> str:
-        return f"{self.dir}/{OUTPUTS[self.kind]}"
-
-    def path(self, name: str) -> str:
-        """Another file of this stage's directory."""
-        return f"{self.dir}/{name}"
-
-    def __repr__(self) -> str:
-        return f"Stage({self.kind}/{self.key})"
-
-    def describe(self) -> dict:
-        return {
-            "kind": self.kind,
-            "key": self.key,
-            "output": self.output,
-            "config": self.config,
-            "inputs": {name: stage.key for name, stage in sorted(self.inputs.items())},
-        }
+#: Greedy decoding of the evaluations (the seed cannot change a greedy answer: fixed, so that the
+#: experiment's seed does not re-run them).
+GREEDY = {"n": 1, "temperature": 0.0, "top_p": 1.0, "seed": 0}
 
 
 @dataclass
@@ -253,15 +137,20 @@ class Plan:
     def _eval_responses(self, model: Stage, prompts: Stage) -> Stage:
         """Greedy responses of ``model`` to ``prompts`` (the evaluation decoding)."""
         return Stage(
-            "eval_responses",
-            {
-                "backend": self.config["backend"]["name"],
-                "decoding": {"temperature": 0.0, "top_p": 1.0, "n": 1,
-                             "max_new_tokens": self.config["eval"]["max_new_tokens"]},
-            },
+            "generate",
+            {"backend": self.config["backend"]["name"],
+             "sampling": {**GREEDY, "max_new_tokens": self.config["eval"]["max_new_tokens"]}},
             {"model": model, "prompts": prompts},
             runtime=self.backend_runtime(),
         )
+
+    def _samples(self, model: Stage, prompts: Stage, sampling: dict, files: dict | None = None) -> Stage:
+        """``sampling["k"]`` samples per prompt of ``model`` (self-play, best-of-N, online DPO), seeded by
+        the experiment's seed."""
+        settings = {key: value for key, value in sampling.items() if key != "k"}
+        return self.add(Stage("generate", {"backend": self.config["backend"]["name"],
+                                           "sampling": {"n": sampling["k"], **settings, "seed": self.config["seed"]}},
+                              {"model": model, "prompts": prompts}, runtime=self.backend_runtime(), files=files or {}))
 
     def _base_label(self) -> str:
         model = self.config["model"]
@@ -296,21 +185,26 @@ class Plan:
         sft = self.config["sft"]
 
         def on_file(data_key: str) -> Stage:
-            return fine_tune(*self._local_file(sft[data_key], f"sft.{data_key}"), inputs={})
-
-        def fine_tune(data: dict, path: str, inputs: dict) -> Stage:
-            return self.add(Stage("sft_model", {"settings": sft["training"], "data": data, "seed": self.config["seed"]},
-                                  {"model": base, **inputs}, runtime={"data": path}))
+            data, path = self._local_file(sft[data_key], f"sft.{data_key}")
+            return self.add(Stage("sft", {"settings": sft["training"], "data": data, "seed": self.config["seed"]},
+                                  {"model": base}, runtime={"data": path}))
 
         if sft["data_source"] == "teacher":
             self.teacher_data = data = self._teacher_sft_data(base)
-            actor, refiner = (fine_tune({"file": name}, data.path(name), inputs={"data": data})
+            actor, refiner = (self._fine_tune("sft", sft["training"], base, data, name)
                               for name in ("actor.jsonl", "refiner.jsonl"))
         else:
             actor = on_file("actor_data")
             refiner = on_file("refiner_data") if sft["refiner_data"] else actor
         self.sft = {"actor": actor, "refiner": refiner}
         return actor, refiner
+
+    def _fine_tune(self, kind: str, settings: dict, model: Stage, data: Stage, file: str | None = None) -> Stage:
+        """``kind`` (``sft`` or ``dpo``) of ``model`` on ``data``'s main output or its ``file``."""
+        config = {"settings": settings, "seed": self.config["seed"]}
+        if kind == "sft":
+            config["data"] = {"file": file or data.spec.main}
+        return self.add(Stage(kind, config, {"model": model, "data": data}, files={"data": file} if file else {}))
 
     def _teacher_sft_data(self, base: Stage) -> Stage:
         """The teacher's SFT data (:mod:`ifplay.spar.teacher_data`): its answers to the evolved prompts, and
@@ -319,9 +213,7 @@ class Plan:
         seed = self.config["seed"]
         self.evolution = evolution = self._evolved_prompts()
         student_prompts = self.add(Stage("prompt_subset", {"limit": cfg.pop("refiner_prompts")}, {"prompts": evolution}))
-        samples = self.add(Stage("spar_samples", {"backend": self.config["backend"]["name"], "seed": seed,
-                                                  "sampling": cfg.pop("student")},
-                                 {"model": base, "prompts": student_prompts}, runtime=self.backend_runtime()))
+        samples = self._samples(base, student_prompts, cfg.pop("student"))
         judge_template, judge_path = self._spar_template("judge")
         refine_template, refine_path = self._spar_template("search")
         cfg["judge"] = {**cfg["judge"], "template": judge_template}
@@ -353,7 +245,8 @@ class Plan:
                 raise ConfigError("spar.prompt_source: 'autoif' takes SPaR's prompts from the AutoIF pipeline's "
                                   "queries, so it needs autoif.enabled: true (or set spar.prompt_source: "
                                   "train_prompts)")
-            pool = self.add(Stage("autoif_prompts", {"limit": spar["prompt_limit"]}, {"queries": self.autoif.data}))
+            pool = self.add(Stage("autoif_prompts", {"limit": spar["prompt_limit"]}, {"queries": self.autoif.data},
+                                  files={"queries": "queries.jsonl"}))
         else:
             pool = self.add(self._prompt_set("train_prompts", spar["prompt_limit"]))
         judge = dict(spar["judge"])
@@ -388,15 +281,13 @@ class Plan:
 
         score_judge(label if refiner is base else f"{label}-SFT", 0, refiner)
         for t in range(spar["iterations"]):
-            samples = self.add(Stage("spar_samples", {"backend": backend, "sampling": spar["sampling"],
-                                                      "seed": self.config["seed"]},
-                                     {"model": actor, "prompts": pool}, runtime=runtime))
+            samples = self._samples(actor, pool, spar["sampling"])
             judge_inputs = {"samples": samples, "prompts": pool}
             if judge["kind"] == "model":
                 judge_inputs["refiner"] = refiner
-            judged = self.add(Stage("spar_judged", {"judge": judge, "backend": backend, "seed": self.config["seed"]},
+            judged = self.add(Stage("judgements", {"judge": judge, "backend": backend, "seed": self.config["seed"]},
                                     judge_inputs, runtime={**runtime, **templates}))
-            trees = self.add(Stage("spar_trees", {"judge": judge, "search": search, "backend": backend,
+            trees = self.add(Stage("tree_search", {"judge": judge, "search": search, "backend": backend,
                                                   "negatives_per_prompt": spar["negatives_per_prompt"],
                                                   "seed": self.config["seed"]},
                                    {"judged": judged, "prompts": pool, "refiner": refiner},
@@ -404,10 +295,8 @@ class Plan:
             data = self.add(Stage("spar_data", {"rft_mix": spar["rft_mix"], "judge_template": judge_template,
                                                 "refine_template": refine_template, "seed": self.config["seed"]},
                                   {"judged": judged, "trees": trees}, runtime=templates))
-            actor = self.add(Stage("actor_dpo", {"settings": spar["actor_dpo"], "seed": self.config["seed"]},
-                                   {"model": actor, "data": data}))
-            refiner = self.add(Stage("refiner_rft", {"settings": spar["refiner_rft"], "seed": self.config["seed"]},
-                                     {"model": refiner, "data": data}))
+            actor = self._fine_tune("dpo", spar["actor_dpo"], actor, data)
+            refiner = self._fine_tune("sft", spar["refiner_rft"], refiner, data, "rft.jsonl")
             self.spar.append(SparIteration(t, samples, judged, trees, data, actor, refiner))
             self.models.append((f"{label}-SPaR-DPO", t + 1, actor))
             score_judge(f"{label}-SPaR-RFT", t + 1, refiner)
@@ -466,7 +355,7 @@ class Plan:
             return self.add(Stage("ifeval_scores", {}, {"prompts": prompts, "responses": responses}))
 
         def judged(samples: Stage) -> Stage:
-            return self.add(Stage("spar_judged", {"judge": judge, "backend": backend, "seed": seed},
+            return self.add(Stage("judgements", {"judge": judge, "backend": backend, "seed": seed},
                                   {"samples": samples, "prompts": prompts, "refiner": refiner},
                                   runtime={**runtime, **judge_path}))
 
@@ -474,9 +363,7 @@ class Plan:
         self.scaling.append(ScalingPoint("greedy", 1, scores(greedy), None))
         budgets = sorted(cfg["budgets"])
         if "best_of_n" in cfg["methods"]:
-            samples = self.add(Stage("spar_samples", {"backend": backend, "seed": seed,
-                                                      "sampling": {"k": budgets[-1], **cfg["sampling"]}},
-                                     {"model": actor, "prompts": prompts}, runtime=runtime))
+            samples = self._samples(actor, prompts, {"k": budgets[-1], **cfg["sampling"]})
             judged_samples = judged(samples)
             for budget in budgets:
                 answers = self.add(Stage("scaling_best_of_n", {"budget": budget}, {"judged": judged_samples}))
@@ -526,7 +413,7 @@ class Plan:
             instructions = model_stage("autoif_instructions", {"seeds": seeds, "augment": augment}, {},
                                        {**paths, "seeds": str(seeds_path), "seed_limit": cfg["seed_limit"] or 0})
         else:
-            instructions = self.add(Stage("autoif_instructions", {"seeds": seeds, "augment": None},
+            instructions = self.add(Stage("autoif_instructions", {"seeds": seeds, "augment": None},  # no model
                                           runtime={"seeds": str(seeds_path), "seed_limit": cfg["seed_limit"] or 0}))
         filters.append(instructions)
         verifiers_cfg, paths = templated(cfg["verifiers"], "verifiers",
@@ -573,21 +460,19 @@ class Plan:
         data = self.add(Stage("autoif_data", {"pairs": cfg["pairs"], "seed": seed}, data_inputs))
         filters.append(data)
 
-        sft = self.add(Stage("autoif_sft", {"settings": cfg["sft"], "seed": seed}, {"model": base, "data": data}))
+        sft = self._fine_tune("sft", cfg["sft"], base, data, "sft.jsonl")
         self.models.append((f"{label}-AutoIF-SFT", 0, sft))
-        offline = self.add(Stage("actor_dpo", {"settings": cfg["offline_dpo"], "seed": seed},
-                                 {"model": sft, "data": data}))
+        offline = self._fine_tune("dpo", cfg["offline_dpo"], sft, data)
         self.models.append((f"{label}-AutoIF-Offline-DPO", 1, offline))
         online, policy = [], sft
         online_cfg = dict(cfg["online_dpo"])
         training = online_cfg.pop("training")
         iterations = online_cfg.pop("iterations")
         for t in range(iterations):
-            samples = self.add(Stage("autoif_online_samples", {"sampling": online_cfg, "backend": backend, "seed": seed},
-                                     {"model": policy, "queries": data}, runtime=runtime))
+            samples = self._samples(policy, data, online_cfg, files={"prompts": "queries.jsonl"})
             pairs = self.add(Stage("autoif_online_pairs", {"pairs": cfg["pairs"], "sandbox": cfg["sandbox"], "seed": seed},
-                                   {"queries": data, "samples": samples}))
-            policy = self.add(Stage("actor_dpo", {"settings": training, "seed": seed}, {"model": policy, "data": pairs}))
+                                   {"queries": data, "samples": samples}, files={"queries": "queries.jsonl"}))
+            policy = self._fine_tune("dpo", training, policy, pairs)
             online.append((samples, pairs, policy))
             filters.append(pairs)
             self.models.append((f"{label}-AutoIF-Online-DPO", t + 1, policy))

@@ -1,6 +1,7 @@
 # AutoIF (arXiv 2406.13542): the supervisor writes instructions, verifiers and responses; the
 # verifier sandbox executes the verifiers; each filter writes counts.json (kept and dropped).
-# Then SFT(base) on D_train, offline DPO(SFT) and online DPO iterations (actor_dpo in spar.smk).
+# Then SFT(base) on D_train, offline DPO(SFT) and online DPO iterations: sft, dpo and generate (the
+# policy's samples) are in shared.smk.
 # autoif_prompts turns the queries into SPaR's prompt pool (spar.prompt_source: autoif).
 
 
@@ -15,14 +16,14 @@ rule autoif_instructions:
         seed_limit=runtime("seed_limit"),
         augment=augment_args,
     log:
-        "logs/autoif_instructions/{key}.log",
+        stage_log("autoif_instructions"),
     benchmark:
-        "logs/autoif_instructions/{key}.benchmark.tsv"
+        stage_benchmark("autoif_instructions")
     conda:
-        "../../envs/generation.yaml"
-    threads: THREADS["generation"]
+        stage_env("autoif_instructions")
+    threads: stage_threads("autoif_instructions")
     resources:
-        **RESOURCES["generation"],
+        **stage_resources("autoif_instructions"),
     shell:
         "ifplay autoif-instructions --seeds {params.seeds:q} --seed-limit {params.seed_limit} --out {output.instructions} --counts {output.counts}"
         " {params.augment} --threads {threads} > {log} 2>&1"
@@ -42,14 +43,14 @@ rule autoif_verifiers:
                                     if "examples" in PLAN.stage(wildcards.key).runtime else ""),
         generation=supervisor_args("verifiers", "k"),
     log:
-        "logs/autoif_verifiers/{key}.log",
+        stage_log("autoif_verifiers"),
     benchmark:
-        "logs/autoif_verifiers/{key}.benchmark.tsv"
+        stage_benchmark("autoif_verifiers")
     conda:
-        "../../envs/generation.yaml"
-    threads: THREADS["generation"]
+        stage_env("autoif_verifiers")
+    threads: stage_threads("autoif_verifiers")
     resources:
-        **RESOURCES["generation"],
+        **stage_resources("autoif_verifiers"),
     shell:
         "ifplay autoif-verifiers --model {input.model} --instructions {input.instructions} --template {params.template:q}"
         " {params.examples}"
@@ -67,14 +68,14 @@ rule autoif_crossval:
         keep_all=lambda wildcards: "" if PLAN.stage(wildcards.key).config["cross_validation"]["enabled"] else "--keep-all",
         sandbox=sandbox_args,
     log:
-        "logs/autoif_crossval/{key}.log",
+        stage_log("autoif_crossval"),
     benchmark:
-        "logs/autoif_crossval/{key}.benchmark.tsv"
+        stage_benchmark("autoif_crossval")
     conda:
-        "../../envs/evaluation.yaml"
-    threads: THREADS["evaluation"]
+        stage_env("autoif_crossval")
+    threads: stage_threads("autoif_crossval")
     resources:
-        **RESOURCES["evaluation"],
+        **stage_resources("autoif_crossval"),
     shell:
         "ifplay autoif-crossval --verifiers {input.verifiers} --out {output.instructions} --counts {output.counts}"
         " --case-agreement {params.filter[case_agreement]} --function-accuracy {params.filter[function_accuracy]}"
@@ -97,16 +98,16 @@ rule autoif_backtrans:
                                else f"--nli-model {PLAN.stage(wildcards.key).runtime['nli_model']}"),
         generation=supervisor_args("back_translation"),
     log:
-        "logs/autoif_backtrans/{key}.log",
+        stage_log("autoif_backtrans"),
     benchmark:
-        "logs/autoif_backtrans/{key}.benchmark.tsv"
+        stage_benchmark("autoif_backtrans")
     conda:
-        "../../envs/generation.yaml"
-    threads: THREADS["generation"]
+        stage_env("autoif_backtrans")
+    threads: stage_threads("autoif_backtrans")
     resources:
-        **RESOURCES["generation"],
+        **stage_resources("autoif_backtrans"),
     shell:
-        "ifplay autoif-backtranslate --model {input.model} --instructions {input.instructions}"
+        "ifplay autoif-backtrans --model {input.model} --instructions {input.instructions}"
         " --template {params.template:q} --functions {params.settings[functions]} --nli {params.settings[nli]} {params.nli}"
         " --out {output.instructions} --counts {output.counts} {params.generation} --temperature 0"
         " --threads {threads} > {log} 2>&1"
@@ -124,14 +125,14 @@ rule autoif_queries:
         template=runtime("template"),
         seed=setting("seed"),
     log:
-        "logs/autoif_queries/{key}.log",
+        stage_log("autoif_queries"),
     benchmark:
-        "logs/autoif_queries/{key}.benchmark.tsv"
+        stage_benchmark("autoif_queries")
     conda:
-        "../../envs/bookkeeping.yaml"
-    threads: THREADS["bookkeeping"]
+        stage_env("autoif_queries")
+    threads: stage_threads("autoif_queries")
     resources:
-        **RESOURCES["bookkeeping"],
+        **stage_resources("autoif_queries"),
     shell:
         "ifplay autoif-queries --instructions {input.instructions} --queries {params.source:q} --template {params.template:q}"
         " --per-instruction {params.settings[per_instruction]} --min-chars {params.settings[min_chars]}"
@@ -148,14 +149,14 @@ rule autoif_responses:
     params:
         generation=supervisor_args("responses", "k"),
     log:
-        "logs/autoif_responses/{key}.log",
+        stage_log("autoif_responses"),
     benchmark:
-        "logs/autoif_responses/{key}.benchmark.tsv"
+        stage_benchmark("autoif_responses")
     conda:
-        "../../envs/generation.yaml"
-    threads: THREADS["generation"]
+        stage_env("autoif_responses")
+    threads: stage_threads("autoif_responses")
     resources:
-        **RESOURCES["generation"],
+        **stage_resources("autoif_responses"),
     shell:
         "ifplay autoif-responses --model {input.model} --queries {input.queries} --out {output.responses}"
         " {params.generation} --threads {threads} > {log} 2>&1"
@@ -171,16 +172,16 @@ rule autoif_verified:
         threshold=setting("rejection", "threshold"),
         sandbox=sandbox_args,
     log:
-        "logs/autoif_verified/{key}.log",
+        stage_log("autoif_verified"),
     benchmark:
-        "logs/autoif_verified/{key}.benchmark.tsv"
+        stage_benchmark("autoif_verified")
     conda:
-        "../../envs/evaluation.yaml"
-    threads: THREADS["evaluation"]
+        stage_env("autoif_verified")
+    threads: stage_threads("autoif_verified")
     resources:
-        **RESOURCES["evaluation"],
+        **stage_resources("autoif_verified"),
     shell:
-        "ifplay autoif-verify-responses --input {input.responses} --out {output.verified} --counts {output.counts}"
+        "ifplay autoif-verified --input {input.responses} --out {output.verified} --counts {output.counts}"
         " --threshold {params.threshold} {params.sandbox} --workers {threads} > {log} 2>&1"
 
 
@@ -196,16 +197,16 @@ rule autoif_scored:
         min_score=setting("quality", "min_score"),
         generation=supervisor_args("quality", "samples"),
     log:
-        "logs/autoif_scored/{key}.log",
+        stage_log("autoif_scored"),
     benchmark:
-        "logs/autoif_scored/{key}.benchmark.tsv"
+        stage_benchmark("autoif_scored")
     conda:
-        "../../envs/generation.yaml"
-    threads: THREADS["generation"]
+        stage_env("autoif_scored")
+    threads: stage_threads("autoif_scored")
     resources:
-        **RESOURCES["generation"],
+        **stage_resources("autoif_scored"),
     shell:
-        "ifplay autoif-score --model {input.model} --verified {input.verified} --template {params.template:q}"
+        "ifplay autoif-scored --model {input.model} --verified {input.verified} --template {params.template:q}"
         " --min-score {params.min_score} --out {output.scored} --counts {output.counts} {params.generation}"
         " --threads {threads} > {log} 2>&1"
 
@@ -225,14 +226,14 @@ rule autoif_data:
                                              if PLAN.stage(wildcards.key).config["pairs"]["instruction_level"] else ""),
         seed=setting("seed"),
     log:
-        "logs/autoif_data/{key}.log",
+        stage_log("autoif_data"),
     benchmark:
-        "logs/autoif_data/{key}.benchmark.tsv"
+        stage_benchmark("autoif_data")
     conda:
-        "../../envs/bookkeeping.yaml"
-    threads: THREADS["bookkeeping"]
+        stage_env("autoif_data")
+    threads: stage_threads("autoif_data")
     resources:
-        **RESOURCES["bookkeeping"],
+        **stage_resources("autoif_data"),
     shell:
         "ifplay autoif-data --verified {input.verified} {params.scored} --chosen-min {params.pairs[chosen_min]}"
         " --rejected-max {params.pairs[rejected_max]} --pairs-per-side {params.pairs[per_side]} {params.instruction_level}"
@@ -240,53 +241,9 @@ rule autoif_data:
         " --counts {output.counts} > {log} 2>&1"
 
 
-rule autoif_sft:
-    input:
-        model=upstream("model"),
-        data=upstream("data", "sft.jsonl"),
-    output:
-        checkpoint=directory(stage_output("autoif_sft")),
-    params:
-        settings=training_settings,
-    log:
-        "logs/autoif_sft/{key}.log",
-    benchmark:
-        "logs/autoif_sft/{key}.benchmark.tsv"
-    conda:
-        "../../envs/training.yaml"
-    threads: THREADS["training"]
-    resources:
-        **RESOURCES["training"],
-    shell:
-        "ifplay launch --gpus {resources.gpu} --nodes {resources.nodes} -- train-sft --model {input.model} --data {input.data}"
-        " --out {output.checkpoint} --settings {params.settings:q} --if-empty keep --threads {threads} > {log} 2>&1"
-
-
-rule autoif_online_samples:
-    input:
-        model=upstream("model"),
-        queries=upstream("queries", "queries.jsonl"),
-    output:
-        samples=stage_output("autoif_online_samples"),
-    params:
-        generation=supervisor_args("sampling", "k"),
-    log:
-        "logs/autoif_online_samples/{key}.log",
-    benchmark:
-        "logs/autoif_online_samples/{key}.benchmark.tsv"
-    conda:
-        "../../envs/generation.yaml"
-    threads: THREADS["generation"]
-    resources:
-        **RESOURCES["generation"],
-    shell:
-        "ifplay generate --model {input.model} --prompts {input.queries} --out {output.samples}"
-        " {params.generation} --threads {threads} > {log} 2>&1"
-
-
 rule autoif_online_pairs:
     input:
-        queries=upstream("queries", "queries.jsonl"),
+        queries=upstream("queries"),
         samples=upstream("samples"),
     output:
         pairs=stage_output("autoif_online_pairs"),
@@ -296,14 +253,14 @@ rule autoif_online_pairs:
         seed=setting("seed"),
         sandbox=sandbox_args,
     log:
-        "logs/autoif_online_pairs/{key}.log",
+        stage_log("autoif_online_pairs"),
     benchmark:
-        "logs/autoif_online_pairs/{key}.benchmark.tsv"
+        stage_benchmark("autoif_online_pairs")
     conda:
-        "../../envs/evaluation.yaml"
-    threads: THREADS["evaluation"]
+        stage_env("autoif_online_pairs")
+    threads: stage_threads("autoif_online_pairs")
     resources:
-        **RESOURCES["evaluation"],
+        **stage_resources("autoif_online_pairs"),
     shell:
         "ifplay autoif-online-pairs --queries {input.queries} --samples {input.samples} --out {output.pairs}"
         " --counts {output.counts} --chosen-min {params.pairs[chosen_min]} --rejected-max {params.pairs[rejected_max]}"
@@ -313,19 +270,19 @@ rule autoif_online_pairs:
 
 rule autoif_prompts:
     input:
-        queries=upstream("queries", "queries.jsonl"),
+        queries=upstream("queries"),
     output:
         prompts=stage_output("autoif_prompts"),
     params:
         limit=lambda wildcards: PLAN.stage(wildcards.key).config["limit"] or 0,
     log:
-        "logs/autoif_prompts/{key}.log",
+        stage_log("autoif_prompts"),
     benchmark:
-        "logs/autoif_prompts/{key}.benchmark.tsv"
+        stage_benchmark("autoif_prompts")
     conda:
-        "../../envs/bookkeeping.yaml"
-    threads: THREADS["bookkeeping"]
+        stage_env("autoif_prompts")
+    threads: stage_threads("autoif_prompts")
     resources:
-        **RESOURCES["bookkeeping"],
+        **stage_resources("autoif_prompts"),
     shell:
         "ifplay autoif-prompts --queries {input.queries} --limit {params.limit} --out {output.prompts} > {log} 2>&1"

@@ -7,9 +7,10 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # the ifplay packa
 
 from snakemake.utils import validate
 
-from ifplay.core.cluster import GROUPS, rule_resources, rule_threads
+from ifplay.core.cluster import rule_resources, rule_threads
 from ifplay.core.config import check_config
-from ifplay.plan import OUTPUTS, Plan
+from ifplay.core.stages import GROUPS, STAGES
+from ifplay.plan import Plan
 
 # Readable errors (key path + schema rule) first, then Snakemake's own validation of the same schema.
 check_config(config, source="config")
@@ -29,19 +30,40 @@ wildcard_constraints:
     experiment="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
+# -- what every stage rule takes from its kind's declaration (ifplay.core.stages.STAGES) ----------
 def stage_output(kind, name=None):
-    """Output pattern of a stage kind: results/<kind>/{key}/<file>."""
-    return f"results/{kind}/{{key}}/{name or OUTPUTS[kind]}"
+    """Output pattern of a stage kind: results/<kind>/{key}/<file> (a file its kind declares)."""
+    spec = STAGES[kind]
+    if name is not None and name not in spec.files:
+        raise ValueError(f"stage kind {kind} declares no output {name} (outputs: {', '.join(spec.files)})")
+    return f"results/{kind}/{{key}}/{name or spec.main}"
 
 
-def upstream(name, file=None):
-    """Input function: the output (or another `file`) of the stage this stage consumes as `name`."""
+def stage_log(kind):
+    return f"logs/{kind}/{{key}}.log"
 
-    def lookup(wildcards):
-        stage = PLAN.stage(wildcards.key).inputs[name]
-        return stage.path(file) if file else stage.output
 
-    return lookup
+def stage_benchmark(kind):
+    return f"logs/{kind}/{{key}}.benchmark.tsv"
+
+
+def stage_env(kind):
+    """The conda env of the kind's rule group (paths are relative to workflow/rules/)."""
+    return f"../../envs/{STAGES[kind].group}.yaml"
+
+
+def stage_threads(kind):
+    return THREADS[STAGES[kind].group]
+
+
+def stage_resources(kind):
+    return RESOURCES[STAGES[kind].group]
+
+
+def upstream(name):
+    """Input function: the file this stage reads from the stage it consumes as `name` (that stage's
+    main output, or the file the plan names in Stage.files)."""
+    return lambda wildcards: PLAN.stage(wildcards.key).input_path(name)
 
 
 def setting(*path):
@@ -61,32 +83,18 @@ def runtime(name):
     return lambda wildcards: PLAN.stage(wildcards.key).runtime[name]
 
 
-def local_source(wildcards):
-    """The local file a prompts stage reads, so Snakemake tracks it; none for hub sources."""
-    from ifplay.core.sources import prompt_origin
-
-    origin = prompt_origin(PLAN.stage(wildcards.key).runtime["source"])
-    return [origin.location] if origin.kind in ("file", "builtin") else []
-
-
 def experiment_inputs(wildcards):
     return PLAN.report_inputs()
 
 
-def spar_judge_inputs(wildcards):
-    """Samples and prompts; the refiner checkpoint too when the refiner is the judge."""
-    stage = PLAN.stage(wildcards.key)
-    return {name: upstream.output for name, upstream in stage.inputs.items()}
-
-
 def judge_args(wildcards):
-    """Command-line flags of the judge a SPaR stage uses (spar-judge, spar-search)."""
+    """Command-line flags of the judge a SPaR stage uses (judgements, tree-search)."""
     stage = PLAN.stage(wildcards.key)
     judge = stage.config["judge"]
     args = [f"--judge {judge['kind']}", f"--seed {stage.config['seed']}", f"--backend {stage.config['backend']}",
             f"--backend-options {shlex.quote(stage.runtime['backend_options'])}"]
     if judge["kind"] == "model":
-        if "refiner" in stage.inputs and stage.kind in ("spar_judged", "judge_eval"):
+        if "refiner" in stage.inputs and stage.kind in ("judgements", "judge_eval"):
             args.append(f"--refiner {stage.inputs['refiner'].output}")
         args += [f"--judge-template {stage.runtime['judge_template']}", f"--votes {judge['votes']}",
                  f"--judge-temperature {judge['temperature']}", f"--judge-top-p {judge['top_p']}",
@@ -98,7 +106,7 @@ def judge_args(wildcards):
 
 
 def search_args(wildcards):
-    """Command-line flags of the tree search (spar-search; scaling-search, whose budget is its own)."""
+    """Command-line flags of the tree search (tree-search; scaling-search, whose budget is its own)."""
     search = PLAN.stage(wildcards.key).config["search"]
     flags = ("algorithm", "branch", "select", "max_depth", "budget", "end_gate", "selection", "temperature",
              "top_p", "max_new_tokens", "output_format")
@@ -140,8 +148,30 @@ def sandbox_args(wildcards):
 
 
 def stage_inputs(wildcards):
-    """Every upstream output of a stage, by its input name."""
-    return {name: stage.output for name, stage in PLAN.stage(wildcards.key).inputs.items()}
+    """Every file a stage reads from its upstream stages, by input name (for unpack())."""
+    stage = PLAN.stage(wildcards.key)
+    return {name: stage.input_path(name) for name in stage.inputs}
+
+
+def generation_args(wildcards):
+    """Flags of the generate command: backend, its options, the sampling slice and batching."""
+    stage = PLAN.stage(wildcards.key)
+    sampling = stage.config["sampling"]
+    return (f"--backend {stage.config['backend']} --backend-options {shlex.quote(stage.runtime['backend_options'])}"
+            + "".join(f" --{name.replace('_', '-')} {value}" for name, value in sorted(sampling.items()))
+            + f" --batch-size {stage.runtime['batch_size']} --max-prompt-tokens {stage.runtime['max_prompt_tokens']}")
+
+
+def training_data(wildcards):
+    """The training file of an sft/dpo stage when an upstream stage wrote it; a given file
+    (sft.actor_data) is no input: its content hash is in the key, so moving it re-runs nothing."""
+    stage = PLAN.stage(wildcards.key)
+    return stage.input_path("data") if "data" in stage.inputs else []
+
+
+def training_data_path(wildcards):
+    stage = PLAN.stage(wildcards.key)
+    return stage.input_path("data") if "data" in stage.inputs else stage.runtime["data"]
 
 
 def augment_args(wildcards, input):

@@ -1,20 +1,18 @@
 rule prompts:
-    input:
-        source=local_source,
     output:
         prompts=stage_output("prompts"),
     params:
         source=runtime("source"),
         limit=lambda wildcards: PLAN.stage(wildcards.key).config["limit"] or 0,
     log:
-        "logs/prompts/{key}.log",
+        stage_log("prompts"),
     benchmark:
-        "logs/prompts/{key}.benchmark.tsv"
+        stage_benchmark("prompts")
     conda:
-        "../../envs/bookkeeping.yaml"
-    threads: THREADS["bookkeeping"]
+        stage_env("prompts")
+    threads: stage_threads("prompts")
     resources:
-        **RESOURCES["bookkeeping"],
+        **stage_resources("prompts"),
     shell:
-        "ifplay prepare-prompts --source {params.source:q} --limit {params.limit}"
+        "ifplay prompts --source {params.source:q} --limit {params.limit}"
         " --out {output.prompts} > {log} 2>&1"

@@ -5,7 +5,6 @@
 rule evolved_prompts:
     input:
         unpack(stage_inputs),
-        seeds=local_source,
     output:
         prompts=stage_output("evolved_prompts"),
         evolved=stage_output("evolved_prompts", "evolved.jsonl"),
@@ -15,16 +14,16 @@ rule evolved_prompts:
         teacher=teacher_args,
         evolution=evolution_args,
     log:
-        "logs/evolved_prompts/{key}.log",
+        stage_log("evolved_prompts"),
     benchmark:
-        "logs/evolved_prompts/{key}.benchmark.tsv"
+        stage_benchmark("evolved_prompts")
     conda:
-        "../../envs/generation.yaml"
-    threads: THREADS["generation"]
+        stage_env("evolved_prompts")
+    threads: stage_threads("evolved_prompts")
     resources:
-        **RESOURCES["generation"],
+        **stage_resources("evolved_prompts"),
     shell:
-        "ifplay evolve-prompts {params.evolution} {params.teacher} --threads {threads}"
+        "ifplay evolved-prompts {params.evolution} {params.teacher} --threads {threads}"
         " --out {output.prompts} --evolved {output.evolved} --counts {output.counts} --usage {output.usage}"
         " > {log} 2>&1"
 
@@ -37,13 +36,13 @@ rule prompt_subset:
     params:
         limit=lambda wildcards: PLAN.stage(wildcards.key).config["limit"] or 0,
     log:
-        "logs/prompt_subset/{key}.log",
+        stage_log("prompt_subset"),
     benchmark:
-        "logs/prompt_subset/{key}.benchmark.tsv"
+        stage_benchmark("prompt_subset")
     conda:
-        "../../envs/bookkeeping.yaml"
-    threads: THREADS["bookkeeping"]
+        stage_env("prompt_subset")
+    threads: stage_threads("prompt_subset")
     resources:
-        **RESOURCES["bookkeeping"],
+        **stage_resources("prompt_subset"),
     shell:
         "ifplay prompt-subset --prompts {input.prompts} --limit {params.limit} --out {output.prompts} > {log} 2>&1"

@@ -1,6 +1,6 @@
 # Inference-time scaling: the final actor's answers to IFEval prompts by best-of-N and by tree-search
 # refinement, at each budget. Samples, judgements, greedy answers and scores reuse the stages of
-# spar.smk and evaluation.smk (spar_samples, spar_judged, eval_responses, ifeval_scores).
+# shared.smk and evaluation.smk (generate, judgements, ifeval_scores).
 
 
 rule scaling_best_of_n:
@@ -12,14 +12,14 @@ rule scaling_best_of_n:
     params:
         budget=setting("budget"),
     log:
-        "logs/scaling_best_of_n/{key}.log",
+        stage_log("scaling_best_of_n"),
     benchmark:
-        "logs/scaling_best_of_n/{key}.benchmark.tsv"
+        stage_benchmark("scaling_best_of_n")
     conda:
-        "../../envs/bookkeeping.yaml"
-    threads: THREADS["bookkeeping"]
+        stage_env("scaling_best_of_n")
+    threads: stage_threads("scaling_best_of_n")
     resources:
-        **RESOURCES["bookkeeping"],
+        **stage_resources("scaling_best_of_n"),
     shell:
         "ifplay scaling-best-of-n --judged {input.judged} --budget {params.budget}"
         " --out {output.responses} --counts {output.counts} > {log} 2>&1"
@@ -42,14 +42,14 @@ rule scaling_search:
         batch_size=runtime("batch_size"),
         max_prompt_tokens=runtime("max_prompt_tokens"),
     log:
-        "logs/scaling_search/{key}.log",
+        stage_log("scaling_search"),
     benchmark:
-        "logs/scaling_search/{key}.benchmark.tsv"
+        stage_benchmark("scaling_search")
     conda:
-        "../../envs/generation.yaml"
-    threads: THREADS["generation"]
+        stage_env("scaling_search")
+    threads: stage_threads("scaling_search")
     resources:
-        **RESOURCES["generation"],
+        **stage_resources("scaling_search"),
     shell:
         "ifplay scaling-search --prompts {input.prompts} --judged {input.judged} --budget {params.budget}"
         " --out {output.responses} --trees {output.trees} --counts {output.counts} --refiner {input.refiner}"

@@ -6,14 +6,14 @@ rule base_model:
         revision=runtime("revision"),
         dtype=setting("dtype"),
     log:
-        "logs/base_model/{key}.log",
+        stage_log("base_model"),
     benchmark:
-        "logs/base_model/{key}.benchmark.tsv"
+        stage_benchmark("base_model")
     conda:
-        "../../envs/generation.yaml"
-    threads: THREADS["generation"]
+        stage_env("base_model")
+    threads: stage_threads("base_model")
     resources:
-        **RESOURCES["generation"],
+        **stage_resources("base_model"),
     shell:
-        "ifplay prepare-model --source {params.source:q} --revision {params.revision:q}"
+        "ifplay base-model --source {params.source:q} --revision {params.revision:q}"
         " --dtype {params.dtype} --out {output.checkpoint} > {log} 2>&1"

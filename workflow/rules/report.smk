@@ -1,4 +1,4 @@
-rule experiment_report:
+rule report:
     input:
         inputs=experiment_inputs,
     output:
@@ -22,9 +22,9 @@ rule experiment_report:
         config=json.dumps(config, sort_keys=True),
         out_dir="results/experiments/{experiment}",
     log:
-        "logs/experiment_report/{experiment}.log",
+        "logs/report/{experiment}.log",
     benchmark:
-        "logs/experiment_report/{experiment}.benchmark.tsv"
+        "logs/report/{experiment}.benchmark.tsv"
     conda:
         "../../envs/bookkeeping.yaml"
     threads: THREADS["bookkeeping"]

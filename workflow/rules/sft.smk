@@ -17,41 +17,16 @@ rule teacher_sft_data:
         teacher=teacher_args,
         data=teacher_data_args,
     log:
-        "logs/teacher_sft_data/{key}.log",
+        stage_log("teacher_sft_data"),
     benchmark:
-        "logs/teacher_sft_data/{key}.benchmark.tsv"
+        stage_benchmark("teacher_sft_data")
     conda:
-        "../../envs/generation.yaml"
-    threads: THREADS["generation"]
+        stage_env("teacher_sft_data")
+    threads: stage_threads("teacher_sft_data")
     resources:
-        **RESOURCES["generation"],
+        **stage_resources("teacher_sft_data"),
     shell:
         "ifplay teacher-sft-data --prompts {input.prompts} --samples {input.samples} {params.data} {params.teacher}"
         " --threads {threads} --actor {output.actor} --refiner {output.refiner} --answers {output.answers}"
         " --judged {output.judged} --refinements {output.refinements} --counts {output.counts} --usage {output.usage}"
         " > {log} 2>&1"
-
-
-rule sft_model:
-    input:
-        model=upstream("model"),
-        data=runtime("data"),
-    output:
-        checkpoint=directory(stage_output("sft_model")),
-    params:
-        settings=training_settings,
-        # the teacher's data may come out empty (a weak teacher): M_0 is then the base model, logged;
-        # an empty given file is an error
-        if_empty=lambda wildcards: "keep" if "data" in PLAN.stage(wildcards.key).inputs else "error",
-    log:
-        "logs/sft_model/{key}.log",
-    benchmark:
-        "logs/sft_model/{key}.benchmark.tsv"
-    conda:
-        "../../envs/training.yaml"
-    threads: THREADS["training"]
-    resources:
-        **RESOURCES["training"],
-    shell:
-        "ifplay launch --gpus {resources.gpu} --nodes {resources.nodes} -- train-sft --model {input.model} --data {input.data} --out {output.checkpoint}"
-        " --settings {params.settings:q} --if-empty {params.if_empty} --threads {threads} > {log} 2>&1"

@@ -1,72 +1,16 @@
-# SPaR iteration t: actor samples -> refiner judgements -> tree search -> data -> DPO(actor), RFT(refiner).
-# Iterations chain through stage keys: M_{t+1} = actor_dpo(M_t), R_{t+1} = refiner_rft(R_t).
+# SPaR iteration t: actor samples (generate) -> refiner judgements -> tree search -> data -> DPO(actor),
+# RFT(refiner) (sft). Iterations chain through stage keys: M_{t+1} = dpo(M_t), R_{t+1} = sft(R_t).
+# generate, judgements, dpo and sft are in shared.smk.
 
 
-rule spar_samples:
-    input:
-        model=upstream("model"),
-        prompts=upstream("prompts"),
-    output:
-        samples=stage_output("spar_samples"),
-    params:
-        backend=setting("backend"),
-        k=setting("sampling", "k"),
-        temperature=setting("sampling", "temperature"),
-        top_p=setting("sampling", "top_p"),
-        max_new_tokens=setting("sampling", "max_new_tokens"),
-        seed=setting("seed"),
-        batch_size=runtime("batch_size"),
-        max_prompt_tokens=runtime("max_prompt_tokens"),
-        backend_options=runtime("backend_options"),
-    log:
-        "logs/spar_samples/{key}.log",
-    benchmark:
-        "logs/spar_samples/{key}.benchmark.tsv"
-    conda:
-        "../../envs/generation.yaml"
-    threads: THREADS["generation"]
-    resources:
-        **RESOURCES["generation"],
-    shell:
-        "ifplay generate --model {input.model} --prompts {input.prompts} --out {output.samples}"
-        " --backend {params.backend} --backend-options {params.backend_options:q}"
-        " --n {params.k} --temperature {params.temperature} --top-p {params.top_p}"
-        " --max-new-tokens {params.max_new_tokens} --seed {params.seed} --batch-size {params.batch_size}"
-        " --max-prompt-tokens {params.max_prompt_tokens} --threads {threads} > {log} 2>&1"
-
-
-rule spar_judged:
-    input:
-        unpack(spar_judge_inputs),
-    output:
-        judged=stage_output("spar_judged"),
-    params:
-        judge=judge_args,
-        batch_size=runtime("batch_size"),
-        max_prompt_tokens=runtime("max_prompt_tokens"),
-    log:
-        "logs/spar_judged/{key}.log",
-    benchmark:
-        "logs/spar_judged/{key}.benchmark.tsv"
-    conda:
-        "../../envs/generation.yaml"
-    threads: THREADS["generation"]
-    resources:
-        **RESOURCES["generation"],
-    shell:
-        "ifplay spar-judge --prompts {input.prompts} --responses {input.samples} --out {output.judged}"
-        " {params.judge} --batch-size {params.batch_size} --max-prompt-tokens {params.max_prompt_tokens}"
-        " --threads {threads} > {log} 2>&1"
-
-
-rule spar_trees:
+rule tree_search:
     input:
         prompts=upstream("prompts"),
         judged=upstream("judged"),
         refiner=upstream("refiner"),
     output:
-        trees=stage_output("spar_trees"),
-        counts=stage_output("spar_trees", "counts.json"),
+        trees=stage_output("tree_search"),
+        counts=stage_output("tree_search", "counts.json"),
     params:
         judge=judge_args,
         search=search_args,
@@ -75,16 +19,16 @@ rule spar_trees:
         batch_size=runtime("batch_size"),
         max_prompt_tokens=runtime("max_prompt_tokens"),
     log:
-        "logs/spar_trees/{key}.log",
+        stage_log("tree_search"),
     benchmark:
-        "logs/spar_trees/{key}.benchmark.tsv"
+        stage_benchmark("tree_search")
     conda:
-        "../../envs/generation.yaml"
-    threads: THREADS["generation"]
+        stage_env("tree_search")
+    threads: stage_threads("tree_search")
     resources:
-        **RESOURCES["generation"],
+        **stage_resources("tree_search"),
     shell:
-        "ifplay spar-search --prompts {input.prompts} --judged {input.judged} --out {output.trees}"
+        "ifplay tree-search --prompts {input.prompts} --judged {input.judged} --out {output.trees}"
         " --counts {output.counts} --refiner {input.refiner} --negatives-per-prompt {params.negatives}"
         " --refine-template {params.refine_template:q} {params.search} {params.judge}"
         " --batch-size {params.batch_size} --max-prompt-tokens {params.max_prompt_tokens}"
@@ -105,60 +49,16 @@ rule spar_data:
         judge_template=runtime("judge_template"),
         refine_template=runtime("refine_template"),
     log:
-        "logs/spar_data/{key}.log",
+        stage_log("spar_data"),
     benchmark:
-        "logs/spar_data/{key}.benchmark.tsv"
+        stage_benchmark("spar_data")
     conda:
-        "../../envs/bookkeeping.yaml"
-    threads: THREADS["bookkeeping"]
+        stage_env("spar_data")
+    threads: stage_threads("spar_data")
     resources:
-        **RESOURCES["bookkeeping"],
+        **stage_resources("spar_data"),
     shell:
         "ifplay spar-data --judged {input.judged} --trees {input.trees}"
         " --judge-template {params.judge_template:q} --refine-template {params.refine_template:q}"
         " --rft-mix {params.rft_mix:q} --seed {params.seed} --pairs {output.pairs} --rft {output.rft}"
         " --counts {output.counts} > {log} 2>&1"
-
-
-rule actor_dpo:
-    input:
-        model=upstream("model"),
-        pairs=upstream("data"),
-    output:
-        checkpoint=directory(stage_output("actor_dpo")),
-    params:
-        settings=training_settings,
-    log:
-        "logs/actor_dpo/{key}.log",
-    benchmark:
-        "logs/actor_dpo/{key}.benchmark.tsv"
-    conda:
-        "../../envs/training.yaml"
-    threads: THREADS["training"]
-    resources:
-        **RESOURCES["training"],
-    shell:
-        "ifplay launch --gpus {resources.gpu} --nodes {resources.nodes} -- train-dpo --model {input.model} --data {input.pairs} --out {output.checkpoint}"
-        " --settings {params.settings:q} --if-empty keep --threads {threads} > {log} 2>&1"
-
-
-rule refiner_rft:
-    input:
-        model=upstream("model"),
-        data=upstream("data", "rft.jsonl"),
-    output:
-        checkpoint=directory(stage_output("refiner_rft")),
-    params:
-        settings=training_settings,
-    log:
-        "logs/refiner_rft/{key}.log",
-    benchmark:
-        "logs/refiner_rft/{key}.benchmark.tsv"
-    conda:
-        "../../envs/training.yaml"
-    threads: THREADS["training"]
-    resources:
-        **RESOURCES["training"],
-    shell:
-        "ifplay launch --gpus {resources.gpu} --nodes {resources.nodes} -- train-sft --model {input.model} --data {input.data} --out {output.checkpoint}"
-        " --settings {params.settings:q} --if-empty keep --threads {threads} > {log} 2>&1"

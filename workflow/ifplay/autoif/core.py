@@ -414,7 +414,7 @@ def conversation(user: str, assistant: str) -> list[dict]:
 
 
 def dpo_record(user: str, chosen: str, rejected: str, **extra) -> dict:
-    """One pair in TRL's conversational preference format (what ``ifplay train-dpo`` reads)."""
+    """One pair in TRL's conversational preference format (what ``ifplay dpo`` reads)."""
     return {"prompt": [{"role": "user", "content": user}],
             "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}], **extra}

@@ -10,11 +10,11 @@ stage (subcommand)          reads -> writes
 autoif-instructions         seed file -> instructions.jsonl (seeds + augmentations)
 autoif-verifiers            instructions -> verifiers.jsonl (K parsed answers each)
 autoif-crossval             verifiers -> instructions.jsonl (eval_func, cases) [sandbox]
-autoif-backtranslate        crossval -> instructions.jsonl (NLI-consistent ones)
+autoif-backtrans        crossval -> instructions.jsonl (NLI-consistent ones)
 autoif-queries              instructions + query pool -> queries.jsonl
 autoif-responses            queries -> responses.jsonl (AutoIF's query_rft format: gpt-answer)
-autoif-verify-responses     query_rft-style JSONL -> verified.jsonl (accuracy per response) [sandbox]
-autoif-score                verified -> scored.jsonl (quality score per kept response)
+autoif-verified     query_rft-style JSONL -> verified.jsonl (accuracy per response) [sandbox]
+autoif-scored                verified -> scored.jsonl (quality score per kept response)
 autoif-data                 verified (+ scored) -> sft.jsonl, dpo_pairs.jsonl, queries.jsonl
 autoif-online-pairs         policy samples + queries -> dpo_pairs.jsonl [sandbox]
 autoif-prompts              queries -> prompts.jsonl (SPaR's pool, spar.prompt_source: autoif)
@@ -277,7 +277,7 @@ def back_translate(instructions_path: str, out: str, counts_path: str, superviso
     supervisor with ``nli_template``) or "classifier" (``nli_model``) drops the instruction when any
     is a contradiction, as AutoIF's code does."""
     records = read_jsonl(instructions_path, required=("id", "instruction", "eval_func"))
-    text = _template(template, "autoif_backtranslate")
+    text = _template(template, "autoif_backtrans")
     translated = {r["id"]: autoif.functions_of(r)[:functions] for r in records}
     items = [(f"{ident}:{f}", _turns(text, function=code))
              for ident, codes in translated.items() for f, code in enumerate(codes)]
@@ -718,7 +718,7 @@ def add_cli(sub) -> None:
     files(p, "out")
     p.set_defaults(func=_cmd_crossval)
 
-    p = sub.add_parser("autoif-backtranslate", help="AutoIF: back-translate functions, drop NLI contradictions")
+    p = sub.add_parser("autoif-backtrans", help="AutoIF: back-translate functions, drop NLI contradictions")
     p.add_argument("--instructions", required=True)
     p.add_argument("--template", required=True, help="back-translation prompt template ({function})")
     p.add_argument("--functions", type=int, default=3, help="functions back-translated per instruction")
@@ -747,7 +747,7 @@ def add_cli(sub) -> None:
     model_args(p, n=8)
     p.set_defaults(func=_cmd_responses)
 
-    p = sub.add_parser("autoif-verify-responses",
+    p = sub.add_parser("autoif-verified",
                        help="AutoIF: execution-feedback rejection sampling of query_rft-style JSONL (sandbox)")
     p.add_argument("--input", required=True, help="JSONL with eval_func and gpt-answer (AutoIF's query_rft format)")
     p.add_argument("--threshold", type=float, default=0.5, help="keep responses with accuracy above this")
@@ -755,7 +755,7 @@ def add_cli(sub) -> None:
     files(p, "out")
     p.set_defaults(func=_cmd_verify_responses)
 
-    p = sub.add_parser("autoif-score", help="AutoIF: supervisor quality scores, keep >= min score")
+    p = sub.add_parser("autoif-scored", help="AutoIF: supervisor quality scores, keep >= min score")
     p.add_argument("--verified", required=True)
     p.add_argument("--template", required=True, help="scoring prompt template ({instruction} {query} {response})")
     p.add_argument("--min-score", type=float, default=8.0)

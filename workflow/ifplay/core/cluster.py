@@ -1,6 +1,6 @@
 """What each job asks of a cluster: threads and SLURM resources per rule group, from the config.
 
-Rules belong to four groups (the same groups as the conda environments in ``envs/``):
+Rules belong to four groups (declared per stage kind in :mod:`ifplay.core.stages`) (the same groups as the conda environments in ``envs/``):
 ``generation`` (models that generate or judge), ``training`` (trl), ``evaluation`` (the IFEval
 checkers) and ``bookkeeping`` (files and tables). ``resources.<group>`` in the config says what a
 job of that group asks for; ``resources.slurm`` says where jobs go (partition, account, ...).
@@ -25,42 +25,10 @@ import shlex
 import sys
 from pathlib import Path
 
-GROUPS = ("generation", "training", "evaluation", "bookkeeping")
+from ifplay.core.stages import GROUPS, STAGES  # noqa: F401 - GROUPS re-exported
 
-#: The rule group of every rule (tests check that each rule of the Snakefile is listed).
-RULE_GROUPS = {
-    "base_model": "generation",
-    "eval_responses": "generation",
-    "spar_samples": "generation",
-    "spar_judged": "generation",
-    "spar_trees": "generation",
-    "judge_eval": "generation",
-    "autoif_instructions": "generation",
-    "autoif_verifiers": "generation",
-    "autoif_backtrans": "generation",
-    "autoif_responses": "generation",
-    "autoif_scored": "generation",
-    "autoif_online_samples": "generation",
-    "scaling_search": "generation",
-    "evolved_prompts": "generation",
-    "teacher_sft_data": "generation",
-    "autoif_sft": "training",
-    "sft_model": "training",
-    "actor_dpo": "training",
-    "refiner_rft": "training",
-    "ifeval_scores": "evaluation",
-    "autoif_crossval": "evaluation",  # the verifier sandbox executes model-written checks
-    "autoif_verified": "evaluation",
-    "autoif_online_pairs": "evaluation",
-    "prompts": "bookkeeping",
-    "spar_data": "bookkeeping",
-    "autoif_queries": "bookkeeping",
-    "autoif_data": "bookkeeping",
-    "autoif_prompts": "bookkeeping",
-    "scaling_best_of_n": "bookkeeping",
-    "prompt_subset": "bookkeeping",
-    "experiment_report": "bookkeeping",
-}
+#: The rule group of every rule: each stage kind's declared group, and the experiment report's.
+RULE_GROUPS = {**{name: kind.group for name, kind in STAGES.items()}, "report": "bookkeeping"}
 
 _PLACEMENT = {"partition": "slurm_partition", "account": "slurm_account", "constraint": "constraint",
               "qos": "qos"}

@@ -44,7 +44,7 @@ LABELS = {"greedy": "greedy", "best_of_n": "best-of-N (refiner picks)", "tree_se
 def best_of_n(judged: list[dict], budget: int, source: str = "judged samples") -> list[dict]:
     """For every prompt, the highest-value response among its samples ``0..budget-1`` (ties: the
     earliest sample), in first-seen prompt order. ``judged``: voted judgements of k >= budget
-    samples per prompt (``spar-judge`` output: key, sample, prompt, response, value, ...)."""
+    samples per prompt (``judgements`` output: key, sample, prompt, response, value, ...)."""
     if budget < 1:
         raise ValueError(f"best-of-N budget must be >= 1, got {budget}")
     by_key: dict = {}
@@ -232,7 +232,7 @@ def add_cli(sub) -> None:
     from ifplay.spar.stages import add_judge_args, add_search_args
 
     p = sub.add_parser("scaling-best-of-n", help="inference scaling: the refiner's pick of the first N judged samples")
-    p.add_argument("--judged", required=True, help="spar-judge output over k >= N samples per prompt")
+    p.add_argument("--judged", required=True, help="judgements output over k >= N samples per prompt")
     p.add_argument("--budget", type=int, required=True, help="N: samples per prompt to choose from")
     p.add_argument("--out", required=True, help="answers JSONL (key, prompt, response, sample, value, generations)")
     p.add_argument("--counts", required=True, help="counts JSON")
@@ -240,7 +240,7 @@ def add_cli(sub) -> None:
 
     p = sub.add_parser("scaling-search", help="inference scaling: tree-search refinement of judged greedy answers")
     p.add_argument("--prompts", required=True)
-    p.add_argument("--judged", required=True, help="spar-judge output over the greedy answers")
+    p.add_argument("--judged", required=True, help="judgements output over the greedy answers")
     p.add_argument("--budget", type=int, required=True,
                    help="responses generated per prompt: the greedy answer + at most budget-1 refinements")
     p.add_argument("--out", required=True, help="answers JSONL (key, prompt, response, value, how, generations)")

@@ -20,7 +20,7 @@ TEMPLATE_FIELDS = {
     "autoif_augment": ("seeds", "n"),
     "autoif_verifier": ("instruction",),
     "autoif_verifier_fewshot": ("instruction", "examples"),
-    "autoif_backtranslate": ("function",),
+    "autoif_backtrans": ("function",),
     "autoif_nli": ("premise", "hypothesis"),
     "autoif_query": ("instruction", "query"),
     "autoif_score": ("instruction", "query", "response"),

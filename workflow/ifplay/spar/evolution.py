@@ -216,10 +216,10 @@ def _cmd_evolve(args) -> None:
 
 
 def add_cli(sub) -> None:
-    """Register ``evolve-prompts`` on the ``ifplay`` subparsers."""
+    """Register ``evolved-prompts`` on the ``ifplay`` subparsers."""
     from ifplay.generation.teacher import add_teacher_args
 
-    p = sub.add_parser("evolve-prompts", help="SPaR: the teacher evolves seed prompts into constrained prompts")
+    p = sub.add_parser("evolved-prompts", help="SPaR: the teacher evolves seed prompts into constrained prompts")
     p.add_argument("--seeds", required=True, help="builtin:NAME, a JSONL (key, prompt) or hf:ORG/NAME")
     p.add_argument("--limit", type=int, default=None, help="first N seeds")
     p.add_argument("--template", required=True, help="evolution template (config/prompts/evolve.txt)")

@@ -376,8 +376,8 @@ def _cmd_data(args) -> None:
 
 
 def add_cli(sub) -> None:
-    """Register ``spar-judge``, ``spar-search`` and ``spar-data`` on the ``ifplay`` subparsers."""
-    p = sub.add_parser("spar-judge", help="SPaR: voted judgements of sampled responses (resumable)")
+    """Register ``judgements``, ``tree-search`` and ``spar-data`` on the ``ifplay`` subparsers."""
+    p = sub.add_parser("judgements", help="SPaR: voted judgements of sampled responses (resumable)")
     p.add_argument("--prompts", required=True,
                    help="prompt records JSONL (key, prompt[, instruction ids and kwargs | eval_func])")
     p.add_argument("--responses", required=True, help="responses JSONL (key, sample, prompt, response)")
@@ -385,9 +385,9 @@ def add_cli(sub) -> None:
     add_judge_args(p)
     p.set_defaults(func=_cmd_judge)
 
-    p = sub.add_parser("spar-search", help="SPaR: tree-search refinement of judged negatives (resumable)")
+    p = sub.add_parser("tree-search", help="SPaR: tree-search refinement of judged negatives (resumable)")
     p.add_argument("--prompts", required=True)
-    p.add_argument("--judged", required=True, help="output of spar-judge")
+    p.add_argument("--judged", required=True, help="output of judgements")
     p.add_argument("--out", required=True, help="trees JSONL")
     p.add_argument("--counts", required=True, help="search counts JSON")
     p.add_argument("--negatives-per-prompt", type=int, default=1)

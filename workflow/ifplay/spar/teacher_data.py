@@ -7,7 +7,7 @@ This stage makes both data sets with any teacher (:mod:`ifplay.generation.teache
 * **actor data**: the teacher answers each of the first ``actor_prompts`` evolved prompts once;
   every non-empty answer is a conversation ``[user: prompt, assistant: answer]``.
 * **refiner data**: the student (the base model) has sampled responses to the first
-  ``refiner_prompts`` evolved prompts (a ``spar_samples`` stage); the teacher judges each with the
+  ``refiner_prompts`` evolved prompts (a ``generate`` stage); the teacher judges each with the
   SPaR judge template (:func:`ifplay.spar.stages.judge_responses`, ``votes`` critiques, majority vote) and
   refines each response it judges No with the SPaR refine template, the critique included
   (``ifplay.spar.tree_search.refinement_critique``). With ``verify_refinements`` a refinement is kept

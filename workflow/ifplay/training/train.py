@@ -566,8 +566,8 @@ def cmd_train_sft(args) -> None:
 
 
 def add_cli(subparsers) -> None:
-    """Register ``train-dpo`` and ``train-sft`` on an argparse subparsers object."""
-    p = subparsers.add_parser("train-dpo", help="DPO-train a checkpoint on preference pairs (TRL)")
+    """Register ``dpo`` and ``sft`` on an argparse subparsers object."""
+    p = subparsers.add_parser("dpo", help="DPO-train a checkpoint on preference pairs (TRL)")
     p.add_argument("--model", required=True, help="checkpoint directory (or hub id) to train")
     p.add_argument("--data", required=True, help="pairs JSONL: prompt, chosen, rejected (conversational)")
     p.add_argument("--out", required=True, help="output checkpoint directory (written atomically)")
@@ -578,7 +578,7 @@ def add_cli(subparsers) -> None:
                    help="no pairs: fail (default) or keep the input model as the output")
     p.set_defaults(func=cmd_train_dpo)
 
-    p = subparsers.add_parser("train-sft", help="SFT a checkpoint on conversations, assistant tokens only (TRL)")
+    p = subparsers.add_parser("sft", help="SFT a checkpoint on conversations, assistant tokens only (TRL)")
     p.add_argument("--model", required=True, help="checkpoint directory (or hub id) to train")
     p.add_argument("--data", required=True, help="conversations JSONL: messages")
     p.add_argument("--out", required=True, help="output checkpoint directory (written atomically)")
