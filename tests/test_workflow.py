@@ -1,13 +1,16 @@
 """Smoke run of the whole workflow on a tiny config in a temporary directory, then an overlay."""
 
 import json
+import os
 import re
+import shutil
+import subprocess
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, run
+from conftest import BIN, REPO, run
 
 pytestmark = pytest.mark.slow
 
@@ -55,11 +58,50 @@ def test_experiment_outputs(workdir):
         scores = next(e["scores"] for e in manifest["evaluations"] if e["benchmark"] == bench)
         assert json.loads((workdir / scores).read_text())["num_prompts"] == n
     assert list((workdir / "logs").glob("generate/*.log"))
+    # the code and the packages that wrote it
+    provenance = manifest["provenance"]
+    assert re.fullmatch(r"[0-9a-f]{40}", provenance["git_commit"]) and isinstance(provenance["git_dirty"], bool)
+    versions = provenance["versions"]
+    assert set(versions) == {"torch", "transformers", "trl", "vllm", "lm_eval", "snakemake"}
+    assert versions["torch"].startswith("2.13.0") and versions["snakemake"] == "9.27.1" and versions["trl"] == "1.16.0"
+    [marker] = exp.glob("plan-*.json")  # the plan this report shows, one at a time
+    assert json.loads(marker.read_text())["report_key"] == marker.stem.removeprefix("plan-")
 
 
 def test_rerun_is_a_no_op(workdir):
     out = snakemake(workdir, "--configfile", "tiny.yaml", "-n").stdout
     assert "Nothing to be done" in out
+
+
+def test_moved_data_and_checkpoint_plan_nothing(workdir, smollm2, ifeval_data):
+    """The stage key is the trigger: the same data file and model checkpoint copied elsewhere (new
+    paths, new modification times) plan no job, although every rule's paths changed."""
+    moved = workdir / "scratch" / "moved"
+    shutil.copytree(smollm2, moved / "checkpoint")
+    shutil.copyfile(ifeval_data, moved / "input_data.jsonl")
+    (workdir / "moved.yaml").write_text(yaml.safe_dump({
+        "model": {"base": str(moved / "checkpoint")}, "data": {"ifeval": str(moved / "input_data.jsonl")},
+        "backend": {"batch_size": 3}}))  # a runtime setting changes nothing either
+    out = snakemake(workdir, "--configfile", "tiny.yaml", "moved.yaml", "-n").stdout
+    assert "Nothing to be done" in out, out[-3000:]
+    # a changed stage input is another key: that stage and what depends on it are planned
+    (moved / "input_data.jsonl").write_text("".join(ifeval_data.read_text().splitlines(keepends=True)[1:]))
+    jobs = job_counts(snakemake(workdir, "--configfile", "tiny.yaml", "moved.yaml", "-n").stdout)
+    assert jobs["prompts"] == 1 and jobs["generate"] == 1 and jobs["ifeval_scores"] == 1 and "base_model" not in jobs
+
+
+def test_rules_find_ifplay_through_the_snakemake_they_run_under(workdir):
+    """`.venv/bin/snakemake` with nothing activated: PATH holds no `ifplay`, the rules find it beside
+    the interpreter that runs Snakemake."""
+    (workdir / "bare.yaml").write_text(yaml.safe_dump({"experiment": "bare",
+                                                       "eval": {"benchmarks": {"dev": {"limit": 2}}}}))
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    assert shutil.which("ifplay", path=env["PATH"]) is None
+    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
+                           "--configfile", "tiny.yaml", "bare.yaml"], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (workdir / "results" / "experiments" / "bare" / "manifest.json").is_file()
 
 
 def test_eval_overlay_reruns_only_evaluation(workdir):

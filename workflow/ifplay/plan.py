@@ -537,7 +537,18 @@ class Plan:
         return runs
 
     def final_outputs(self) -> list[str]:
-        return [f"{RESULTS}/experiments/{self.config['experiment']}/manifest.json"]
+        return [f"{RESULTS}/experiments/{self.config['experiment']}/manifest.json", self.report_marker()]
+
+    def report_key(self) -> str:
+        """What the experiment's report shows, hashed: its stages, evaluations and labels, not the
+        config's paths and runtime settings (moving data or a checkpoint changes no report)."""
+        return short_hash({k: v for k, v in self.manifest().items() if k != "config"})
+
+    def report_marker(self) -> str:
+        """``plan-<report_key>.json`` beside the manifest: the report rule's output that names the plan
+        it reported, so a changed plan re-writes the report (the rules' re-run triggers are off:
+        the stage keys decide, see ``profiles/default/config.yaml``)."""
+        return f"{RESULTS}/experiments/{self.config['experiment']}/plan-{self.report_key()}.json"
 
     def manifest(self) -> dict:
         return {

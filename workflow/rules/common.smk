@@ -17,6 +17,12 @@ check_config(config, source="config")
 validate(config, schema="../schemas/config.schema.yaml")
 
 PLAN = Plan(config)
+
+# Rules run `ifplay` from the environment that runs Snakemake: `.venv/bin/snakemake` with nothing
+# activated finds `.venv/bin/ifplay`. With --software-deployment-method conda a rule's own env
+# (envs/<group>.yaml, which installs ifplay) is activated instead and must come first.
+if not any(method.name == "CONDA" for method in workflow.deployment_settings.deployment_method):
+    shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"; ")
 # Threads and cluster resources per rule group, from `resources.*` (workflow/ifplay/cluster.py).
 THREADS = {group: rule_threads(config, group) for group in GROUPS}
 RESOURCES = {group: rule_resources(config, group) for group in GROUPS}
@@ -60,10 +66,14 @@ def stage_resources(kind):
     return RESOURCES[STAGES[kind].group]
 
 
+# The stage key is the re-run trigger: a stage re-runs when its output is missing, never because an
+# input's modification time, a path or a runtime setting changed. So every upstream file is ancient()
+# (its mtime is not compared) and profiles/default/config.yaml keeps only the mtime trigger, which
+# ancient() then disarms; an upstream stage that does run still re-runs what depends on it.
 def upstream(name):
     """Input function: the file this stage reads from the stage it consumes as `name` (that stage's
     main output, or the file the plan names in Stage.files)."""
-    return lambda wildcards: PLAN.stage(wildcards.key).input_path(name)
+    return lambda wildcards: ancient(PLAN.stage(wildcards.key).input_path(name))
 
 
 def setting(*path):
@@ -150,7 +160,7 @@ def sandbox_args(wildcards):
 def stage_inputs(wildcards):
     """Every file a stage reads from its upstream stages, by input name (for unpack())."""
     stage = PLAN.stage(wildcards.key)
-    return {name: stage.input_path(name) for name in stage.inputs}
+    return {name: ancient(stage.input_path(name)) for name in stage.inputs}
 
 
 def generation_args(wildcards):
@@ -166,7 +176,7 @@ def training_data(wildcards):
     """The training file of an sft/dpo stage when an upstream stage wrote it; a given file
     (sft.actor_data) is no input: its content hash is in the key, so moving it re-runs nothing."""
     stage = PLAN.stage(wildcards.key)
-    return stage.input_path("data") if "data" in stage.inputs else []
+    return ancient(stage.input_path("data")) if "data" in stage.inputs else []
 
 
 def training_data_path(wildcards):

