@@ -19,6 +19,7 @@ from pathlib import Path
 from ifplay.core import sources
 from ifplay.core.config import ConfigError
 from ifplay.core.stages import RESULTS, STAGES, Stage, short_hash  # noqa: F401 - re-exported for callers
+from ifplay.evaluation.benchmarks import BENCHMARKS
 
 # Stages whose counts.json goes into the manifest and tables/autoif_counts.csv, in pipeline order.
 AUTOIF_FILTERS = ("autoif_instructions", "autoif_verifiers", "autoif_crossval", "autoif_backtrans",
@@ -115,13 +116,8 @@ class Plan:
             self._add_inference_scaling(self.models[-1][2], final_refiner)
 
         for name, bench in config["eval"]["benchmarks"].items():
-            if not bench["enabled"]:
-                continue
-            prompts = self.add(self._prompts_stage(name, bench["limit"]))
-            for model_label, iteration, model in self.models:
-                responses = self.add(self._eval_responses(model, prompts))
-                scores = self.add(Stage("ifeval_scores", {}, {"prompts": prompts, "responses": responses}))
-                self.evaluations.append(Evaluation(name, model_label, iteration, scores))
+            if bench["enabled"]:
+                self._add_benchmark(name, bench["limit"])
 
     # -- construction helpers -------------------------------------------------------------
     def add(self, stage: Stage) -> Stage:
@@ -165,8 +161,17 @@ class Plan:
             runtime={"source": model["base"], "revision": model["revision"]},
         )
 
-    def _prompts_stage(self, benchmark: str, limit: int | None) -> Stage:
-        return self._prompt_set("ifeval" if benchmark == "ifeval" else "dev_prompts", limit)
+    def _add_benchmark(self, name: str, limit: int | None) -> None:
+        """Every model of the experiment answers the benchmark's first ``limit`` prompts as the
+        benchmark says (:data:`ifplay.evaluation.benchmarks.BENCHMARKS`); its scorer scores them."""
+        if name not in BENCHMARKS:
+            raise ConfigError(f"eval.benchmarks.{name}: no such benchmark (declared: {', '.join(BENCHMARKS)})")
+        spec = BENCHMARKS[name]
+        prompts = self.add(self._prompt_set(spec.prompts, limit))
+        for model_label, iteration, model in self.models:
+            responses = self.add(self._eval_responses(model, prompts))
+            scores = self.add(Stage(spec.scorer, {}, {"prompts": prompts, "responses": responses}))
+            self.evaluations.append(Evaluation(name, model_label, iteration, scores))
 
     def _prompt_set(self, data_key: str, limit: int | None) -> Stage:
         source = self.config["data"][data_key]

@@ -14,7 +14,7 @@ import pandas as pd
 from ifplay.core.config import flatten
 from ifplay.plan import Plan, experiment_dir
 from ifplay.core.records import RecordError, atomic_path, read_json, write_json
-from ifplay.reporting.tables import ifeval_table, judge_table, read_table, write_table
+from ifplay.reporting.tables import benchmark_table, judge_table, read_table, write_table
 
 
 def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict:
@@ -25,7 +25,7 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
     for benchmark in dict.fromkeys(e.benchmark for e in plan.evaluations):
         rows = [{"model": e.model, "iteration": e.iteration, "scores": e.scores.output}
                 for e in plan.evaluations if e.benchmark == benchmark]
-        csv, _ = write_table(ifeval_table(rows), out / "tables" / benchmark)
+        csv, _ = write_table(benchmark_table(benchmark, rows), out / "tables" / benchmark)
         tables[benchmark] = str(csv.relative_to(out))
     if plan.judge_evaluations:
         rows = [{"model": e.model, "iteration": e.iteration, "metrics": e.metrics.output}

@@ -6,20 +6,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from ifplay.scoring.ifeval import METRICS, SHORT
+from ifplay.evaluation.benchmarks import BENCHMARKS
 from ifplay.core.records import atomic_path, read_json
 
-IFEVAL_COLUMNS = ["model", "iteration", "prompt_strict", "inst_strict", "prompt_loose", "inst_loose"]
-
-
-def ifeval_table(rows: list[dict]) -> pd.DataFrame:
-    """``rows``: dicts with model, iteration and scores (a path to a metrics.json)."""
+def benchmark_table(benchmark: str, rows: list[dict]) -> pd.DataFrame:
+    """``tables/<benchmark>.csv``: ``rows`` are dicts with model, iteration and scores (a path to the
+    scorer's metrics.json); the columns are the benchmark's declared metrics
+    (:data:`ifplay.evaluation.benchmarks.BENCHMARKS`), in percent where it says so."""
+    spec = BENCHMARKS[benchmark]
     records = []
     for row in rows:
         metrics = read_json(row["scores"])["metrics"]
         records.append({"model": row["model"], "iteration": row["iteration"],
-                        **{SHORT[m]: round(100 * metrics[m], 2) for m in METRICS}})
-    return _by_iteration(records, IFEVAL_COLUMNS)
+                        **{column: round(100 * metrics[key], 2) if spec.percent else metrics[key]
+                           for column, key in spec.metrics.items()}})
+    return _by_iteration(records, ["model", "iteration", *spec.metrics])
 
 
 def judge_table(rows: list[dict]) -> pd.DataFrame:

@@ -1,0 +1,50 @@
+"""The benchmark registry: every benchmark the workflow scores models on, declared once.
+
+In the spirit of lm-eval's task definitions, a :class:`Benchmark` says where its prompts come from,
+how answers are generated, which stage kind scores them, and which metrics its table shows:
+
+- ``name``: the config key ``eval.benchmarks.<name>`` (``enabled``, ``limit``) and the table
+  ``tables/<name>.csv`` of every experiment that enables it;
+- ``prompts``: the ``data.<key>`` its prompt set is read from (a ``prompts`` stage, first ``limit``);
+- ``generation``: how each model answers; ``greedy`` is the evaluation decoding (temperature 0,
+  ``eval.max_new_tokens``, one answer per prompt, a ``generate`` stage);
+- ``scorer``: the stage kind (:mod:`ifplay.core.stages`) that reads prompts and responses and writes
+  ``metrics.json`` with a ``metrics`` object;
+- ``metrics``: the table's columns, each ``column: key in metrics.json``; ``percent`` scales them
+  to percent (two decimals).
+
+The plan (``ifplay.plan``) evaluates every model of an experiment (the base model, the "-SFT"
+models, each method's iterations) on every enabled benchmark, and the report
+(:func:`ifplay.reporting.tables.benchmark_table`) makes the tables. Adding one:
+``docs/adding-a-benchmark.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ifplay.scoring.ifeval import METRICS as IFEVAL_METRICS
+from ifplay.scoring.ifeval import SHORT as IFEVAL_SHORT
+
+GENERATIONS = ("greedy",)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    prompts: str
+    generation: str
+    scorer: str
+    metrics: dict[str, str]
+    percent: bool
+    doc: str
+
+
+_IFEVAL_COLUMNS = {IFEVAL_SHORT[metric]: metric for metric in IFEVAL_METRICS}
+
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
+    Benchmark("ifeval", prompts="ifeval", generation="greedy", scorer="ifeval_scores", metrics=_IFEVAL_COLUMNS,
+              percent=True, doc="IFEval (google/IFEval, 541 prompts): lm-eval's checkers, four accuracies"),
+    Benchmark("dev", prompts="dev_prompts", generation="greedy", scorer="ifeval_scores", metrics=_IFEVAL_COLUMNS,
+              percent=True, doc="the repository's held-out dev prompts, scored by the same IFEval checkers"),
+)}
