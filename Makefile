@@ -70,3 +70,8 @@ lint: install
 
 clean:
 	rm -rf results logs .snakemake
+
+# docs/results/<experiment>.md from each results/experiments/*/ (manifest, tables): never hand-copied
+.PHONY: results-docs
+results-docs: install
+	$(VENV)/bin/ifplay results-docs

@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prompts", help="write a prompt set (IFEval format) as JSONL")
     p.add_argument("--source", required=True, help="builtin:NAME, hf:ORG/NAME[@REV] or a JSONL path")
-    p.add_argument("--limit", type=int, default=None, help="keep the first N prompts")
+    p.add_argument("--limit", type=int, default=0, help="keep the first N prompts; 0 = all")
     p.add_argument("--config-key", default="data", help="config key named in error messages")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prompts)
@@ -178,13 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     from ifplay.autoif import stages as autoif_stages
     from ifplay.core import cluster
     from ifplay.evaluation import inference_scaling, judge_eval
+    from ifplay.reporting import results_docs
     from ifplay.sandbox import runner as sandbox
     from ifplay.spar import evolution, teacher_data
     from ifplay.spar import stages as spar
     from ifplay.training import train as training
 
     for module in (spar, judge_eval, training, cluster, sandbox, autoif_stages, inference_scaling, evolution,
-                   teacher_data):
+                   teacher_data, results_docs):
         module.add_cli(sub)
 
     p = sub.add_parser("plan", help="list the stages (kind, key, config) a configuration runs")

@@ -221,7 +221,7 @@ def add_cli(sub) -> None:
 
     p = sub.add_parser("evolved-prompts", help="SPaR: the teacher evolves seed prompts into constrained prompts")
     p.add_argument("--seeds", required=True, help="builtin:NAME, a JSONL (key, prompt) or hf:ORG/NAME")
-    p.add_argument("--limit", type=int, default=None, help="first N seeds")
+    p.add_argument("--limit", type=int, default=0, help="the first N seeds; 0 = all")
     p.add_argument("--template", required=True, help="evolution template (config/prompts/evolve.txt)")
     p.add_argument("--taxonomy", default=None, help="JSON {group: {category: description}}; default: the paper's 14")
     p.add_argument("--min-others", type=int, default=1)
