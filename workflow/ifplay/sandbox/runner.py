@@ -2,7 +2,7 @@
 
 AutoIF's reference release ``exec``s verifier code inside its own process. Here every call runs in a
 persistent worker process (:mod:`ifplay.sandbox.worker`) that is locked down before it sees any
-untrusted code; the README section "The verifier sandbox" states the policy. In short:
+untrusted code; docs/sandbox.md states the policy. In short:
 
 * **Operating-system layer** (the security boundary): each worker runs as its own unprivileged
   uid/gid, in an empty chroot (no project files, no /proc, no /etc), in fresh network and IPC

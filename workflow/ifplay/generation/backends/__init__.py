@@ -36,7 +36,7 @@ def make_backend(name: str, model_path: str, *, batch_size: int = 16, max_prompt
             import vllm  # noqa: F401
         except ImportError as err:
             raise RuntimeError("vllm is not installed; run `make venv-vllm` and run this stage with "
-                               f".venv-vllm/bin/ifplay (README: Backends) ({err})") from None
+                               f".venv-vllm/bin/ifplay (docs/backends.md) ({err})") from None
         from ifplay.generation.backends.vllm_backend import VLLMBackend
 
         return VLLMBackend(model_path, **common, **options)
