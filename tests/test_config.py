@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import yaml
 
@@ -15,11 +17,13 @@ def test_default_is_valid_and_complete():
     assert config["eval"]["benchmarks"]["ifeval"]["enabled"] is True
 
 
-def test_defaults_are_filled_from_schema():
+def test_a_partial_config_is_completed_from_default_yaml():
     config = check_config({"experiment": "x"})
+    assert config == {**default(), "experiment": "x"}
     assert config["backend"]["name"] == "transformers"
     assert config["eval"]["benchmarks"]["dev"] == {"enabled": True, "limit": None}
     assert config["data"]["ifeval"] == "hf:google/IFEval"
+    assert config["eval"]["max_new_tokens"] == 256  # default.yaml's value (the schema holds none)
 
 
 @pytest.mark.parametrize(
@@ -33,16 +37,21 @@ def test_defaults_are_filled_from_schema():
         ({"experiment": "has space"}, "experiment", "pattern"),
     ],
 )
-def test_errors_name_key_and_rule(overlay, key, rule):
+@pytest.mark.parametrize("partial", [False, True], ids=["merged", "partial"])
+def test_errors_name_key_and_rule(overlay, key, rule, partial):
     with pytest.raises(ConfigError) as err:
-        check_config(deep_merge(default(), overlay))
+        check_config(copy.deepcopy(overlay) if partial else deep_merge(default(), overlay))
     message = str(err.value)
+    assert "invalid configuration (1 problem(s))" in message
     assert f"key '{key}'" in message and f"schema rule '{rule}'" in message
 
 
-def test_all_problems_reported_at_once():
-    with pytest.raises(ConfigError, match=r"2 problem\(s\)"):
-        check_config(deep_merge(default(), {"seed": -1, "eval": {"max_new_tokens": 0}}))
+@pytest.mark.parametrize("partial", [False, True], ids=["merged", "partial"])
+def test_all_problems_reported_at_once(partial):
+    overlay = {"seed": -1, "eval": {"max_new_tokens": 0}}
+    with pytest.raises(ConfigError, match=r"2 problem\(s\)") as err:
+        check_config(overlay if partial else deep_merge(default(), overlay))
+    assert "key 'seed'" in str(err.value) and "key 'eval.max_new_tokens'" in str(err.value)
 
 
 def test_overlays_merge_deeply():

@@ -192,7 +192,11 @@ class Plan:
     def report_key(self) -> str:
         """What the experiment's report shows, hashed: its stages, evaluations and labels, not the
         config's paths and runtime settings (moving data or a checkpoint changes no report)."""
-        return short_hash({k: v for k, v in self.manifest().items() if k != "config"})
+        shown = {k: v for k, v in self.manifest().items() if k != "config"}
+        # in no particular order: the plan the Snakefile makes and the one `ifplay report` makes from
+        # the config as JSON (keys sorted) list the same stages and evaluations in other orders
+        return short_hash({k: sorted(v, key=lambda item: json.dumps(item, sort_keys=True)) if isinstance(v, list) else v
+                           for k, v in shown.items()})
 
     def report_marker(self) -> str:
         """``plan-<report_key>.json`` beside the manifest: the report rule's output that names the plan
