@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 
 from ifplay.core.config import flatten, load_config
 from ifplay.core.records import atomic_path, read_json
@@ -87,6 +86,7 @@ def table_files(experiment_dir: Path, manifest: dict) -> list[Path]:
 
 def markdown_table(csv: Path) -> str:
     """A CSV as a Markdown table, every cell as the file has it (no re-formatting of numbers)."""
+    import pandas as pd  # noqa: PLC0415 - here: .venv-vllm's `ifplay` (the CLI) has no pandas
     try:
         table = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
@@ -94,7 +94,7 @@ def markdown_table(csv: Path) -> str:
     if table.empty:
         return "(no rows; columns: " + ", ".join(f"`{c}`" for c in table.columns) + ")"
 
-    def numeric(column: pd.Series) -> bool:  # right-aligned: every non-empty cell is a number
+    def numeric(column) -> bool:  # right-aligned: every non-empty cell is a number
         cells = column[column != ""]
         return not cells.empty and bool(pd.to_numeric(cells, errors="coerce").notna().all())
 
