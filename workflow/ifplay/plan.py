@@ -35,6 +35,7 @@ class Plan:
     def __init__(self, config: dict):
         self.config = config
         self.stages: dict[str, Stage] = {}
+        self._report_key: str | None = None  # of the finished plan (report_key)
         self.evaluations: list[Evaluation] = []
         self.models: list[tuple[str, int, Stage]] = []
         self.spar: list[SparIteration] = []
@@ -191,7 +192,13 @@ class Plan:
 
     def report_key(self) -> str:
         """What the experiment's report shows, hashed: its stages, evaluations and labels, not the
-        config's paths and runtime settings (moving data or a checkpoint changes no report)."""
+        config's paths and runtime settings (moving data or a checkpoint changes no report). Computed
+        once: the Snakefile, the report rule and ``ifplay report`` each ask for it."""
+        if self._report_key is None:
+            self._report_key = self._hash_report()
+        return self._report_key
+
+    def _hash_report(self) -> str:
         shown = {k: v for k, v in self.manifest().items() if k != "config"}
         # in no particular order: the plan the Snakefile makes and the one `ifplay report` makes from
         # the config as JSON (keys sorted) list the same stages and evaluations in other orders
