@@ -52,3 +52,29 @@ def run(cmd: list[str], cwd: Path | None = None, check: bool = True, timeout: in
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
+
+
+def planned_settings(kind: str, *configfiles: str, config: dict | None = None, runtime: dict | None = None) -> str:
+    """The ``--settings`` JSON of the first ``kind`` stage that ``config/default.yaml`` (plus the
+    overlays ``configfiles``, paths relative to the repository) plans, with ``config`` and ``runtime``
+    merged over it key by key (nested objects merged, other values replaced). Tests that call a stage
+    command by hand take its settings from here: the defaults stay in config/default.yaml."""
+    import json
+
+    from ifplay.core.config import load_config
+    from ifplay.plan import Plan
+
+    plan = Plan(load_config([str(REPO / f) for f in configfiles]))
+    stage = next((s for s in plan.stages.values() if s.kind == kind), None)
+    if stage is None:
+        raise LookupError(f"no {kind} stage in the plan of default.yaml + {list(configfiles)}")
+    settings = stage.settings()
+    return json.dumps({"config": _merge(settings["config"], config or {}),
+                       "runtime": _merge(settings["runtime"], runtime or {})})
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

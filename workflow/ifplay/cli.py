@@ -41,14 +41,12 @@ def cmd_prompts(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from ifplay.generation.backends import SamplingParams, parse_options
     from ifplay.generation.generate import generate_responses
 
-    params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                            n=args.n, seed=args.seed)
-    records = generate_responses(args.model, args.prompts, args.out, args.backend, params,
-                                 batch_size=args.batch_size, max_prompt_tokens=args.max_prompt_tokens,
-                                 threads=args.threads, backend_options=parse_options(args.backend_options))
+    config, runtime = args.settings.config, args.settings.runtime
+    records = generate_responses(args.model, args.prompts, args.out, config.backend, config.sampling.params(),
+                                 batch_size=runtime.batch_size, max_prompt_tokens=runtime.max_prompt_tokens,
+                                 threads=args.threads, backend_options=runtime.backend_options)
     print(f"{len(records)} responses -> {args.out}")
 
 
@@ -105,6 +103,11 @@ def cmd_plan(args) -> None:
     from ifplay.plan import Plan
 
     plan = Plan(load_config(args.configfile))
+    if args.settings:
+        for stage in plan.stages.values():
+            if stage.kind == args.settings:
+                print(f"# {stage.kind}/{stage.key}\n{json.dumps(stage.settings(), sort_keys=True)}")
+        return
     for stage in plan.stages.values():
         inputs = ", ".join(f"{k}={v}" for k, v in stage.describe()["inputs"].items())
         print(f"{stage.kind:<16} {stage.key}  {json.dumps(stage.config, sort_keys=True)[:100]}  [{inputs}]")
@@ -112,6 +115,9 @@ def cmd_plan(args) -> None:
 
 # -- argument parsing -----------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from ifplay.core import settings
+    from ifplay.generation.generate import GenerateSettings
+
     parser = argparse.ArgumentParser(prog="ifplay", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -143,16 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="checkpoint directory")
     p.add_argument("--prompts", required=True, help="JSONL with key and prompt")
     p.add_argument("--out", required=True, help="responses JSONL: key, sample, prompt, response")
-    p.add_argument("--backend", default="transformers")
-    p.add_argument("--backend-options", default=None, help="JSON object of backend settings (config backend.vllm / backend.openai)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--n", type=int, default=1, help="samples per prompt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-prompt-tokens", type=int, default=2048)
-    p.add_argument("--threads", type=int, default=None)
+    settings.add_argument(p, GenerateSettings)
+    p.add_argument("--threads", type=int, required=True, help="CPU threads (the rule's threads)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("ifeval-scores", help="IFEval's four official metrics of responses (lm-eval's checkers)")
@@ -190,8 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="list the stages (kind, key, config) a configuration runs")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays on config/default.yaml")
+    p.add_argument("--settings", metavar="KIND", help="print the --settings of each planned stage of this kind")
     p.set_defaults(func=cmd_plan)
     return parser
+
+
+def settings_class(command: str) -> type | None:
+    """The settings dataclass a subcommand parses ``--settings`` into (None: it takes none)."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command].get_default("settings_class")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,11 +205,15 @@ def main(argv: list[str] | None = None) -> int:
     from ifplay.sandbox.runner import SandboxError
     from ifplay.core.sources import SourceError
 
+    from ifplay.core import settings
+
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
+        if getattr(args, "settings_class", None) is not None:
+            args.settings = settings.parse(args.settings_class, settings.load(args.settings))
         args.func(args)
-    except (RecordError, ConfigError, SourceError, ScoringError, SandboxError) as err:
+    except (RecordError, ConfigError, SourceError, ScoringError, SandboxError, settings.SettingsError) as err:
         print(f"ifplay {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

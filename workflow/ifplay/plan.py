@@ -71,7 +71,7 @@ class Plan:
 
     def backend_runtime(self) -> dict:
         """Runtime settings of the generating stages (not hashed): batch size, prompt cap and the
-        chosen backend's own settings (``backend.vllm`` / ``backend.openai``) as a JSON object."""
+        chosen backend's own settings (``backend.vllm`` / ``backend.openai``)."""
         backend = self.config["backend"]
         return {"batch_size": backend["batch_size"], "max_prompt_tokens": backend["max_prompt_tokens"],
                 "backend_options": self.backend_options(backend["name"])}
@@ -126,9 +126,9 @@ class Plan:
         return self.add(Stage(kind, config, {"model": model, "data": data}, files={"data": file} if file else {}))
 
 
-    def backend_options(self, name: str) -> str:
-        """The settings of backend ``name`` (``backend.vllm`` / ``backend.openai``) as JSON."""
-        return json.dumps(self.config["backend"].get(name, {}), sort_keys=True)
+    def backend_options(self, name: str) -> dict:
+        """The settings of backend ``name`` (``backend.vllm`` / ``backend.openai``)."""
+        return dict(self.config["backend"].get(name, {}))
 
     def other_model(self, source: str, config_key: str) -> Stage:
         """A model besides the base one (AutoIF's supervisor, the teacher) as a ``base_model`` stage."""

@@ -76,6 +76,12 @@ def upstream(name):
     return lambda wildcards: ancient(PLAN.stage(wildcards.key).input_path(name))
 
 
+def stage_settings(wildcards):
+    """Params function: the stage's --settings, {"config": its hashed slice, "runtime": ...} as JSON
+    (each command parses it into its settings dataclass: ifplay.core.settings)."""
+    return json.dumps(PLAN.stage(wildcards.key).settings(), sort_keys=True)
+
+
 def setting(*path):
     """Params function: a value of the stage's (hashed) config slice."""
 
@@ -161,15 +167,6 @@ def stage_inputs(wildcards):
     """Every file a stage reads from its upstream stages, by input name (for unpack())."""
     stage = PLAN.stage(wildcards.key)
     return {name: ancient(stage.input_path(name)) for name in stage.inputs}
-
-
-def generation_args(wildcards):
-    """Flags of the generate command: backend, its options, the sampling slice and batching."""
-    stage = PLAN.stage(wildcards.key)
-    sampling = stage.config["sampling"]
-    return (f"--backend {stage.config['backend']} --backend-options {shlex.quote(stage.runtime['backend_options'])}"
-            + "".join(f" --{name.replace('_', '-')} {value}" for name, value in sorted(sampling.items()))
-            + f" --batch-size {stage.runtime['batch_size']} --max-prompt-tokens {stage.runtime['max_prompt_tokens']}")
 
 
 def training_data(wildcards):

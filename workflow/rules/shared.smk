@@ -10,7 +10,7 @@ rule generate:
     output:
         responses=stage_output("generate"),
     params:
-        generation=generation_args,
+        settings=stage_settings,
     log:
         stage_log("generate"),
     benchmark:
@@ -22,7 +22,7 @@ rule generate:
         **stage_resources("generate"),
     shell:
         "ifplay generate --model {input.model} --prompts {input.prompts} --out {output.responses}"
-        " {params.generation} --threads {threads} > {log} 2>&1"
+        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
 
 
 rule judgements:

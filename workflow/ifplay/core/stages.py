@@ -202,6 +202,11 @@ class Stage:
         stage = self.inputs[name]
         return stage.path(self.files[name]) if name in self.files else stage.output
 
+    def settings(self) -> dict:
+        """What the stage's command takes as ``--settings`` (:mod:`ifplay.core.settings`): the hashed
+        config slice and the runtime settings."""
+        return {"config": self.config, "runtime": self.runtime}
+
     def __repr__(self) -> str:
         return f"Stage({self.kind}/{self.key})"
 

@@ -8,13 +8,43 @@ where it stopped and the final file appears atomically only when every prompt is
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from ifplay.generation.backends import SamplingParams, make_backend
+from ifplay.generation.backends import BackendRuntime, SamplingParams, make_backend
 from ifplay.core.records import Checkpoint, read_jsonl
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The ``sampling`` slice of a generate stage (greedy evaluation: n 1, temperature 0, seed 0)."""
+
+    n: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    seed: int
+
+    def params(self) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
+                              n=self.n, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    backend: str
+    sampling: Sampling
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """``ifplay generate --settings``: the generate stage's slice and the backend's runtime settings."""
+
+    config: GenerateConfig
+    runtime: BackendRuntime
 
 
 def user_turn(prompt: str) -> list[dict]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from ifplay.generation.backends.base import Backend, Conversation, Message, SamplingParams
 
-__all__ = ["Backend", "Conversation", "Message", "SamplingParams", "make_backend", "parse_options", "BACKENDS"]
+__all__ = ["Backend", "BackendRuntime", "Conversation", "Message", "SamplingParams", "make_backend", "parse_options",
+           "BACKENDS"]
 
 BACKENDS = ("transformers", "vllm", "openai")
 
@@ -19,6 +21,21 @@ def parse_options(text: str | None) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"--backend-options must be a JSON object, got {text!r}")
     return value
+
+
+@dataclass(frozen=True)
+class BackendRuntime:
+    """Runtime settings (not hashed) of a stage that generates, from config ``backend.*``: the batch
+    size, the prompt cap and the chosen backend's own settings (``backend.vllm`` / ``backend.openai``).
+    Stage settings whose runtime has more (template paths) extend it."""
+
+    batch_size: int
+    max_prompt_tokens: int
+    backend_options: dict
+
+    def make(self, name: str, model_path: str, threads: int | None) -> "Backend":
+        return make_backend(name, model_path, batch_size=self.batch_size, max_prompt_tokens=self.max_prompt_tokens,
+                            threads=threads, options=self.backend_options)
 
 
 def make_backend(name: str, model_path: str, *, batch_size: int = 16, max_prompt_tokens: int = 2048,
