@@ -274,7 +274,7 @@ def test_nli_classifier_reads_labels_from_the_model(tmp_path):
 
 # -- AutoIF's queries as SPaR's prompt pool ----------------------------------------------------------
 def test_back_translations_travel_from_instructions_to_the_spar_pool(tmp_path):
-    from conftest import REPO, run
+    from conftest import REPO, planned_settings, run
 
     instructions = tmp_path / "instructions.jsonl"
     back = ["Answer in lowercase letters only.", "Use no capital letters."]
@@ -297,8 +297,9 @@ def test_back_translations_travel_from_instructions_to_the_spar_pool(tmp_path):
     data_queries = read_jsonl(out["queries.jsonl"])
     assert [q.get("back_instruction") for q in data_queries] == [back, back, None, None]
     # autoif-prompts: the first N queries as prompt records (the command as the workflow runs it)
-    run(["ifplay", "autoif-prompts", "--queries", out["queries.jsonl"], "--limit", "3",
-         "--out", str(tmp_path / "prompts.jsonl")])
+    run(["ifplay", "autoif-prompts", "--queries", out["queries.jsonl"], "--out", str(tmp_path / "prompts.jsonl"),
+         "--settings", planned_settings("autoif_prompts", "config/experiments/spar-autoif-verifier.yaml",
+                                        config={"limit": 3})])
     prompts = read_jsonl(tmp_path / "prompts.jsonl")
     assert [p["key"] for p in prompts] == [q["key"] for q in data_queries[:3]]
     assert prompts[0] == {"key": data_queries[0]["key"], "prompt": data_queries[0]["prompt"],

@@ -272,32 +272,38 @@ def test_api_key_is_sent_but_never_logged_cached_or_shown(proxy, smollm2, tmp_pa
 
 
 def test_generate_stage_through_the_cli(server, smollm2, tmp_path):
-    """`ifplay generate --backend openai --backend-options JSON`, as the generate rule runs it."""
+    """`ifplay generate` with backend openai and its options in --settings, as the generate rule runs it."""
+    from conftest import planned_settings
     from ifplay.core.records import read_jsonl, write_jsonl
 
     prompts = tmp_path / "prompts.jsonl"
     write_jsonl(prompts, [{"key": i, "prompt": p} for i, p in enumerate(PROMPTS)])
-    options = json.dumps({"base_url": server, "api_key_env": KEY_ENV,
-                          "cache_dir": str(tmp_path / "cache"), "max_concurrency": 2})
+    options = {"base_url": server, "api_key_env": KEY_ENV, "cache_dir": str(tmp_path / "cache"), "max_concurrency": 2}
+    settings = planned_settings("generate", config={"backend": "openai", "sampling": {"max_new_tokens": 16}},
+                                runtime={"backend_options": options})
     out = tmp_path / "responses.jsonl"
     proc = run(["ifplay", "generate", "--model", str(smollm2), "--prompts", str(prompts), "--out", str(out),
-                "--backend", "openai", "--backend-options", options, "--max-new-tokens", "16"], cwd=tmp_path)
+                "--settings", settings, "--threads", "1"], cwd=tmp_path)
     assert [r["key"] for r in read_jsonl(out)] == [0, 1, 2]
     assert '"requests": 3' in proc.stderr and KEY not in proc.stdout + proc.stderr
 
 
 def test_prompt_evolution_with_a_served_teacher(server, smollm2, tmp_path):
-    """`ifplay evolved-prompts --backend openai`: the teacher behind vLLM's server, its usage recorded."""
+    """`ifplay evolved-prompts` with teacher backend openai: the teacher behind vLLM's server, its usage recorded."""
+    from conftest import planned_settings
     from ifplay.core.records import read_json, read_jsonl
 
-    options = json.dumps({"base_url": server, "api_key_env": KEY_ENV, "max_concurrency": 4})
+    options = {"base_url": server, "api_key_env": KEY_ENV, "max_concurrency": 4}
     files = {name: tmp_path / f"{name}.json{'l' if name in ('prompts', 'evolved') else ''}"
              for name in ("prompts", "evolved", "counts", "usage")}
-    proc = run(["ifplay", "evolved-prompts", "--seeds", "builtin:seeds", "--limit", "4",
-                "--template", str(REPO / "config" / "prompts" / "evolve.txt"), "--teacher", str(smollm2),
-                "--backend", "openai", "--backend-options", options, "--max-new-tokens", "48",
+    settings = planned_settings("evolved_prompts", "config/experiments/spar-evolved.yaml",
+                                config={"teacher": {"backend": "openai"},
+                                        "evolution": {"limit": 4, "max_new_tokens": 48}},
+                                runtime={"backend_options": options})
+    proc = run(["ifplay", "evolved-prompts", "--teacher", str(smollm2),
                 *[arg for name, path in files.items() for arg in (f"--{name}" if name != "prompts" else "--out",
-                                                                   str(path))]], cwd=tmp_path)
+                                                                   str(path))],
+                "--settings", settings, "--threads", "1"], cwd=tmp_path)
     usage = read_json(files["usage"])
     assert usage["backend"] == "openai" and usage["conversations"] == 4 and usage["requests"] == 4
     assert usage["completion_tokens"] > 0 and usage["prompt_tokens"] > 4 * 100 and usage["failures"] == 0
@@ -308,8 +314,9 @@ def test_prompt_evolution_with_a_served_teacher(server, smollm2, tmp_path):
 
 
 def test_teacher_sft_data_with_a_served_teacher(server, smollm2, tmp_path):
-    """`ifplay teacher-sft-data --backend openai`: answers, judgements (with the template's prefill,
+    """`ifplay teacher-sft-data` with teacher backend openai: answers, judgements (with the template's prefill,
     sent as continue_final_message) and refinements by the served teacher; its usage recorded."""
+    from conftest import planned_settings
     from ifplay.core.records import read_json, read_jsonl, write_jsonl
 
     prompts = [{"key": 1, "prompt": "Describe the sea in exactly two sentences."},
@@ -317,16 +324,17 @@ def test_teacher_sft_data_with_a_served_teacher(server, smollm2, tmp_path):
     write_jsonl(tmp_path / "prompts.jsonl", prompts)
     write_jsonl(tmp_path / "samples.jsonl", [{**p, "sample": s, "response": text} for p in prompts
                                              for s, text in enumerate(["THE SEA IS BIG. VERY BIG. REALLY.", "ok"])])
-    options = json.dumps({"base_url": server, "api_key_env": KEY_ENV, "max_concurrency": 4})
+    options = {"base_url": server, "api_key_env": KEY_ENV, "max_concurrency": 4}
     files = {name: tmp_path / f"{name}.json{'' if name in ('counts', 'usage') else 'l'}"
              for name in ("actor", "refiner", "answers", "judged", "refinements", "counts", "usage")}
+    settings = planned_settings("teacher_sft_data", "config/experiments/spar-sft.yaml",
+                                config={"teacher": {"backend": "openai"}, "answer": {"max_new_tokens": 24},
+                                        "judge": {"max_new_tokens": 16}, "refine": {"max_new_tokens": 24}},
+                                runtime={"backend_options": options})
     proc = run(["ifplay", "teacher-sft-data", "--prompts", str(tmp_path / "prompts.jsonl"),
-                "--samples", str(tmp_path / "samples.jsonl"), "--teacher", str(smollm2), "--backend", "openai",
-                "--backend-options", options, "--max-new-tokens", "24",
-                "--judge-template", str(REPO / "config" / "prompts" / "judge_verdict_first.txt"),
-                "--judge-max-new-tokens", "16", "--refine-template", str(REPO / "config" / "prompts" / "refine_plain.txt"),
-                "--output-format", "plain", "--refine-max-new-tokens", "24",
-                *[arg for name, path in files.items() for arg in (f"--{name}", str(path))]], cwd=tmp_path)
+                "--samples", str(tmp_path / "samples.jsonl"), "--teacher", str(smollm2),
+                *[arg for name, path in files.items() for arg in (f"--{name}", str(path))],
+                "--settings", settings, "--threads", "1"], cwd=tmp_path)
     counts, usage = read_json(files["counts"]), read_json(files["usage"])
     assert counts["actor_prompts"] == 2 and counts["student_responses"] == 4
     assert counts["refinements"] == counts["judged_no"] and counts["refiner_examples"] == len(read_jsonl(files["refiner"]))

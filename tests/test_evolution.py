@@ -6,11 +6,13 @@ import random
 
 import pytest
 
-from conftest import REPO, run
+from conftest import REPO, planned_settings, run
 from ifplay.generation.backends import Backend, SamplingParams
 from ifplay.core.config import load_config
 from ifplay.generation.templates import check_template
-from ifplay.spar.evolution import TAXONOMY, categories, draw_constraints, evolve_prompts, load_seeds, parse_evolved, render
+from ifplay.core.settings import parse as settings_parse
+from ifplay.spar.evolution import (TAXONOMY, EvolvedPromptsSettings, categories, draw_constraints, evolve_prompts,
+                                   load_seeds, parse_evolved, render)
 from ifplay.plan import Plan
 from ifplay.core.records import read_jsonl
 from ifplay.core.sources import SourceError
@@ -159,8 +161,11 @@ def test_plan_with_a_served_teacher():
                                  "backend": {"openai": {"base_url": "https://api.openai.com/v1"}}}))
     stage = plan.evolution
     assert stage.inputs == {} and stage.config["teacher"] == {"backend": "openai", "model": "gpt-4o-mini-2024-07-18"}
-    assert stage.runtime["model"] == "gpt-4o-mini-2024-07-18"
-    assert json.loads(stage.runtime["backend_options"])["base_url"] == "https://api.openai.com/v1"
+    assert stage.runtime["backend_options"]["base_url"] == "https://api.openai.com/v1"
+    # the command asks the server for config.teacher.model: no checkpoint, no --teacher
+    settings = settings_parse(EvolvedPromptsSettings, stage.settings())
+    assert settings.config.teacher.model == "gpt-4o-mini-2024-07-18" and settings.runtime.backend_options == \
+        stage.runtime["backend_options"]
     # the runtime server settings are not in the key
     moved = Plan(load_config([], {"spar": {"prompt_source": "evolved"},
                                   "teacher": {"model": "gpt-4o-mini-2024-07-18", "backend": "openai"},
@@ -171,10 +176,11 @@ def test_plan_with_a_served_teacher():
 @pytest.mark.slow
 def test_evolve_prompts_command_with_the_real_model(smollm2, tmp_path):
     out = tmp_path / "prompts.jsonl"
-    proc = run(["ifplay", "evolved-prompts", "--seeds", "builtin:seeds", "--limit", "4", "--template",
-                str(REPO / "config" / "prompts" / "evolve.txt"), "--teacher", str(smollm2), "--max-new-tokens", "48",
-                "--out", str(out), "--evolved", str(tmp_path / "evolved.jsonl"), "--counts", str(tmp_path / "c.json"),
-                "--usage", str(tmp_path / "u.json")], timeout=600)
+    settings = planned_settings("evolved_prompts", "config/experiments/spar-evolved.yaml",
+                                config={"evolution": {"limit": 4, "max_new_tokens": 48}})
+    proc = run(["ifplay", "evolved-prompts", "--teacher", str(smollm2), "--out", str(out),
+                "--evolved", str(tmp_path / "evolved.jsonl"), "--counts", str(tmp_path / "c.json"),
+                "--usage", str(tmp_path / "u.json"), "--settings", settings, "--threads", "2"], timeout=600)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     counts = result["counts"]
     assert counts["seeds"] == 4 and sum(counts[s] for s in ("evolved", "declined", "unparsed")) == 4

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import run
+from conftest import planned_settings, run
 from ifplay.core.config import load_config
 from ifplay.evaluation.inference_scaling import best_of_n, plot_scaling, refine_answers, scaling_table
 from ifplay.plan import Plan
@@ -146,13 +146,13 @@ def test_best_of_n_command(tmp_path):
     judged = tmp_path / "judged.jsonl"
     write_jsonl(judged, SAMPLES)
     out, counts = tmp_path / "answers.jsonl", tmp_path / "counts.json"
-    proc = run(["ifplay", "scaling-best-of-n", "--judged", str(judged), "--budget", "2", "--out", str(out),
-                "--counts", str(counts)])
+    proc = run(["ifplay", "scaling-best-of-n", "--judged", str(judged), "--out", str(out), "--counts", str(counts),
+                "--settings", planned_settings("scaling_best_of_n", config={"budget": 2})])
     assert [a["response"] for a in read_jsonl(out)] == ["a1", "b0"]
     assert json.loads(counts.read_text()) == {"prompts": 2, "mean_generations": 2.0}
     assert json.loads(proc.stdout) == {"prompts": 2, "mean_generations": 2.0}
-    bad = run(["ifplay", "scaling-best-of-n", "--judged", str(judged), "--budget", "9", "--out", str(out),
-               "--counts", str(counts)], check=False)
+    bad = run(["ifplay", "scaling-best-of-n", "--judged", str(judged), "--out", str(out), "--counts", str(counts),
+               "--settings", planned_settings("scaling_best_of_n", config={"budget": 9})], check=False)
     assert bad.returncode != 0 and "judged.jsonl: prompt 'a' has 4 samples below index 9" in bad.stderr
 
 

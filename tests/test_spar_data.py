@@ -1,5 +1,7 @@
 """SPaR data construction: judging, negative mining, DPO pairs, RFT mix, interference statistics."""
 
+import dataclasses
+
 from ifplay.judging.judge import VerifierJudge, vote
 from ifplay.core.records import write_jsonl
 from ifplay.spar.stages import (RFTMix, build_training_data, edit_similarity, independent_pairs, judge_responses,
@@ -7,6 +9,8 @@ from ifplay.spar.stages import (RFTMix, build_training_data, edit_similarity, in
 
 JUDGE_T = "J: {prompt} || {response}"
 REFINE_T = "R: {prompt} || {response} || {critique}"
+SPAR_MIX = RFTMix(refinements=4000, tree_judgements_positive=1500, tree_judgements_negative=1000,
+                  sample_judgements_yes=2500, sample_judgements_no=500, total=9500)  # SPaR's official caps
 LOWER = {"key": 1, "prompt": "Answer in lowercase only.", "instruction_id_list": ["change_case:english_lowercase"],
          "kwargs": [{}]}
 
@@ -60,7 +64,7 @@ def test_training_data_pairs_and_rft_mix():
         tree("3/0", True, [node(0, None, "same"), node(1, 0, "same", [1, 1, 1], "r")], 1, [0, 1]),
     ]
     samples = [judged(1, 0, "x", [1, 1, 0]), judged(1, 1, "y", [0, 0, 1]), judged(2, 0, "z", [1, 1, 1])]
-    pairs, rft, counts = build_training_data(samples, trees, JUDGE_T, REFINE_T, RFTMix())
+    pairs, rft, counts = build_training_data(samples, trees, JUDGE_T, REFINE_T, SPAR_MIX)
     assert pairs == [{"prompt": [{"role": "user", "content": "prompt 1/0"}],
                       "chosen": [{"role": "assistant", "content": "refined one"}],
                       "rejected": [{"role": "assistant", "content": "orig one"}], "key": "1/0"}]
@@ -71,7 +75,8 @@ def test_training_data_pairs_and_rft_mix():
     demo = next(item for item in rft if item["kind"] == "refinement" and "orig one" in item["messages"][0]["content"])
     assert demo["messages"][0]["content"] == "R: prompt 1/0 || orig one || critique of 0"
     assert demo["messages"][1] == {"role": "assistant", "content": "refine text 1"}
-    _, capped, counts = build_training_data(samples, trees, JUDGE_T, REFINE_T, RFTMix(refinements=1, total=3))
+    _, capped, counts = build_training_data(samples, trees, JUDGE_T, REFINE_T,
+                                        dataclasses.replace(SPAR_MIX, refinements=1, total=3))
     assert counts["rft_refinement"] <= 1 and len(capped) == 3
 
 

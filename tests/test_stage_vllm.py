@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import REPO, run
+from conftest import REPO, planned_settings, run
 from ifplay.scoring import ifeval
 from ifplay.core.records import read_jsonl, write_jsonl
 from ifplay.core.sources import load_prompts
@@ -20,12 +20,11 @@ IFPLAY_VLLM = REPO / ".venv-vllm" / "bin" / "ifplay"
 LIMIT, MAX_NEW_TOKENS = 8, 64
 
 
-def generate(ifplay: str, backend: str, model, prompts, out, **extra) -> list[dict]:
-    cmd = [ifplay, "generate", "--model", str(model), "--prompts", str(prompts), "--out", str(out),
-           "--backend", backend, "--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size", "8", "--threads", "2"]
-    for flag, value in extra.items():
-        cmd += [f"--{flag.replace('_', '-')}", value]
-    run(cmd, cwd=REPO)
+def generate(ifplay: str, backend: str, model, prompts, out, backend_options: dict | None = None) -> list[dict]:
+    settings = planned_settings("generate", config={"backend": backend, "sampling": {"max_new_tokens": MAX_NEW_TOKENS}},
+                                runtime={"batch_size": 8, "backend_options": backend_options or {}})
+    run([ifplay, "generate", "--model", str(model), "--prompts", str(prompts), "--out", str(out),
+         "--settings", settings, "--threads", "2"], cwd=REPO)
     return read_jsonl(out)
 
 
@@ -35,7 +34,7 @@ def test_generate_stage_with_vllm(smollm2, tmp_path):
     prompts = load_prompts("builtin:dev", LIMIT)
     path = tmp_path / "prompts.jsonl"
     write_jsonl(path, prompts)
-    options = json.dumps({"max_model_len": 2048, "dtype": "float32", "enforce_eager": True})  # as the transformers backend decodes
+    options = {"max_model_len": 2048, "dtype": "float32", "enforce_eager": True}  # as the transformers backend decodes
     with_vllm = generate(str(IFPLAY_VLLM), "vllm", smollm2, path, tmp_path / "vllm.jsonl", backend_options=options)
     with_hf = generate("ifplay", "transformers", smollm2, path, tmp_path / "hf.jsonl")
     assert [r["key"] for r in with_vllm] == [p["key"] for p in prompts]

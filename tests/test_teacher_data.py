@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import REPO, run
+from conftest import REPO, planned_settings, run
 from ifplay.generation.backends import Backend, SamplingParams
 from ifplay.core.config import load_config
 from ifplay.judging.judge import make_judge
@@ -167,7 +167,7 @@ def test_plan_with_a_served_teacher_keys_its_name_not_its_server():
     served = {"teacher": {"model": "gpt-4o-mini-2024-07-18", "backend": "openai"}}
     plan = Plan(load_config(overlay, served))
     data = plan.teacher_data
-    assert "teacher" not in data.inputs and data.runtime["model"] == "gpt-4o-mini-2024-07-18"
+    assert "teacher" not in data.inputs and "base_url" in data.runtime["backend_options"]  # the server: runtime
     assert data.config["teacher"] == {"backend": "openai", "model": "gpt-4o-mini-2024-07-18"}
     # the student is still the base model, sampled on the run's own backend
     assert data.inputs["samples"].inputs["model"] is plan.base
@@ -184,12 +184,13 @@ def test_teacher_sft_data_command_with_the_real_model(smollm2, tmp_path):
                                               "response": "THE SEA IS BIG."} for p in prompts])
     files = {name: str(tmp_path / f"{name}.json{'l' if name != 'counts' and name != 'usage' else ''}")
              for name in ("actor", "refiner", "answers", "judged", "refinements", "counts", "usage")}
+    settings = planned_settings("teacher_sft_data", "config/experiments/spar-sft.yaml",
+                                config={"answer": {"max_new_tokens": 24}, "judge": {"max_new_tokens": 16},
+                                        "refine": {"max_new_tokens": 24}})
     proc = run(["ifplay", "teacher-sft-data", "--prompts", str(tmp_path / "prompts.jsonl"),
-                "--samples", str(tmp_path / "samples.jsonl"), "--teacher", str(smollm2), "--max-new-tokens", "24",
-                "--judge-template", str(REPO / "config" / "prompts" / "judge_verdict_first.txt"),
-                "--judge-max-new-tokens", "16", "--refine-template", str(REPO / "config" / "prompts" / "refine_plain.txt"),
-                "--output-format", "plain", "--refine-max-new-tokens", "24",
-                *[arg for name, path in files.items() for arg in (f"--{name}", path)]], timeout=600)
+                "--samples", str(tmp_path / "samples.jsonl"), "--teacher", str(smollm2),
+                *[arg for name, path in files.items() for arg in (f"--{name}", path)],
+                "--settings", settings, "--threads", "2"], timeout=600)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     counts, usage = result["counts"], result["usage"]
     assert counts["actor_prompts"] == 2 and counts["student_responses"] == 2

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ifplay.training import train as training
+from ifplay.core import settings as settings_module
 from ifplay.core.records import RecordError
 
 pytestmark = pytest.mark.slow
@@ -293,16 +294,30 @@ def test_every_example_too_long_is_a_named_error(smollm2, tmp_path):
 
 
 def test_cli_registers_both_subcommands():
+    from conftest import planned_settings
+    from ifplay.cli import main
+
     parser = argparse.ArgumentParser(prog="ifplay")
     training.add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["dpo", "--model", "m", "--data", "d.jsonl", "--out", "o",
-                              "--settings", '{"beta": 0.1, "rpo_alpha": 0.1}', "--ref-model", "r", "--threads", "2"])
-    assert args.func is training.cmd_train_dpo and args.settings == {"beta": 0.1, "rpo_alpha": 0.1}
+    dpo = planned_settings("dpo", config={"settings": {"beta": 0.2}})
+    args = parser.parse_args(["dpo", "--model", "m", "--data", "d.jsonl", "--out", "o", "--settings", dpo,
+                              "--ref-model", "r", "--threads", "2", "--if-empty", "error"])
+    assert args.func is training.cmd_train_dpo and args.settings_class is training.DpoSettings
     assert args.ref_model == "r" and args.threads == 2
-    args = parser.parse_args(["sft", "--model", "m", "--data", "d.jsonl", "--out", "o", "--settings", "{}"])
-    assert args.func is training.cmd_train_sft and args.settings == {} and args.threads is None
-    with pytest.raises(SystemExit):
-        parser.parse_args(["sft", "--model", "m", "--data", "d", "--out", "o", "--settings", "[1, 2]"])
+    args = parser.parse_args(["sft", "--model", "m", "--data", "d.jsonl", "--out", "o", "--settings", "{}",
+                              "--threads", "1", "--if-empty", "keep"])
+    assert args.func is training.cmd_train_sft and args.settings_class is training.SftSettings
+    with pytest.raises(SystemExit):  # --threads and --if-empty have no defaults
+        parser.parse_args(["sft", "--model", "m", "--data", "d", "--out", "o", "--settings", "{}"])
+    settings = settings_module.parse(training.DpoSettings, json.loads(dpo))
+    assert training._trl_settings(settings)["beta"] == 0.2 and training._trl_settings(settings)["seed"] == 0
+    # a typo in a TRL key is refused by the training's own check, naming the key
+    bad = planned_settings("dpo", config={"settings": {"betta": 0.2}})
+    with pytest.raises(training.SettingsError, match="unknown key.*'betta'"):
+        training.check_settings(training._trl_settings(settings_module.parse(training.DpoSettings, json.loads(bad))),
+                                "dpo")
+    assert main(["sft", "--model", "m", "--data", "d", "--out", "o", "--threads", "1", "--if-empty", "keep",
+                 "--settings", "[1, 2]"]) == 2
 
 
 def test_empty_data_keeps_input_model_when_asked(tmp_path, smollm2):
@@ -311,8 +326,11 @@ def test_empty_data_keeps_input_model_when_asked(tmp_path, smollm2):
     empty = tmp_path / "pairs.jsonl"
     empty.write_text("")
     out = tmp_path / "actor"
-    proc = run(["ifplay", "dpo", "--model", str(smollm2), "--data", str(empty), "--out", str(out)], check=False)
+    from conftest import planned_settings
+
+    cmd = ["ifplay", "dpo", "--model", str(smollm2), "--data", str(empty), "--out", str(out),
+           "--settings", planned_settings("dpo"), "--threads", "1"]
+    proc = run(cmd + ["--if-empty", "error"], check=False)
     assert proc.returncode == 2 and "no records (empty file)" in proc.stderr
-    summary = json.loads(run(["ifplay", "dpo", "--model", str(smollm2), "--data", str(empty), "--out", str(out),
-                              "--if-empty", "keep"]).stdout)
+    summary = json.loads(run(cmd + ["--if-empty", "keep"]).stdout)
     assert summary["trained"] is False and out.resolve() == smollm2.resolve()

@@ -9,8 +9,59 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
+from typing import Literal
 
 from ifplay.core.records import RecordError
+from ifplay.core.settings import NoRuntime
+
+
+# -- settings of the small stages (ifplay.core.settings; the big ones live beside their code) --------
+@dataclass(frozen=True)
+class BaseModelConfig:
+    origin: dict  # the model's identity (builtin package, hub id and revision, or a directory's hash)
+    dtype: Literal["float32", "bfloat16", "float16"]
+
+
+@dataclass(frozen=True)
+class BaseModelRuntime:
+    source: str  # builtin:NAME, a local model directory or a hub id (config model.base)
+    revision: str
+
+
+@dataclass(frozen=True)
+class BaseModelSettings:
+    config: BaseModelConfig
+    runtime: BaseModelRuntime
+
+
+@dataclass(frozen=True)
+class PromptsConfig:
+    origin: dict  # the prompt set's identity (hub id and revision, or the file's hash)
+    limit: int | None  # the first N prompts; null = all
+
+
+@dataclass(frozen=True)
+class PromptsRuntime:
+    source: str  # builtin:NAME, hf:ORG/NAME[@REV] or a JSONL path
+    config_key: str  # the config key that names the source (for error messages)
+
+
+@dataclass(frozen=True)
+class PromptsSettings:
+    config: PromptsConfig
+    runtime: PromptsRuntime
+
+
+@dataclass(frozen=True)
+class SubsetConfig:
+    limit: int | None  # the first N prompts; null = all
+
+
+@dataclass(frozen=True)
+class PromptSubsetSettings:
+    config: SubsetConfig
+    runtime: NoRuntime
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -28,14 +79,16 @@ def cmd_setup(args) -> None:
 def cmd_base_model(args) -> None:
     from ifplay.generation.checkpoints import prepare_base_model
 
-    print(prepare_base_model(args.source, args.revision, args.dtype, args.out))
+    runtime = args.settings.runtime
+    print(prepare_base_model(runtime.source, runtime.revision, args.settings.config.dtype, args.out))
 
 
 def cmd_prompts(args) -> None:
     from ifplay.core.records import write_jsonl
     from ifplay.core.sources import load_prompts
 
-    records = load_prompts(args.source, args.limit, config_key=args.config_key)
+    runtime = args.settings.runtime
+    records = load_prompts(runtime.source, args.settings.config.limit, config_key=runtime.config_key)
     n = write_jsonl(args.out, records)
     print(f"{n} prompts -> {args.out}")
 
@@ -54,7 +107,8 @@ def cmd_prompt_subset(args) -> None:
     from ifplay.core.records import read_jsonl, write_jsonl
 
     prompts = read_jsonl(args.prompts, required=("key", "prompt"))
-    subset = prompts[:args.limit] if args.limit else prompts
+    limit = args.settings.config.limit
+    subset = prompts if limit is None else prompts[:limit]
     write_jsonl(args.out, subset)
     print(f"{len(subset)} of {len(prompts)} prompts -> {args.out}")
 
@@ -99,14 +153,15 @@ def cmd_diff(args) -> None:
 
 
 def cmd_plan(args) -> None:
-    from ifplay.core.config import load_config
+    from ifplay.core.config import ConfigError, load_config
     from ifplay.plan import Plan
 
     plan = Plan(load_config(args.configfile))
-    if args.settings:
-        for stage in plan.stages.values():
-            if stage.kind == args.settings:
-                print(f"# {stage.kind}/{stage.key}\n{json.dumps(stage.settings(), sort_keys=True)}")
+    if args.settings:  # a kind (its first planned stage) or a stage key
+        stage = next((s for s in plan.stages.values() if args.settings in (s.kind, s.key)), None)
+        if stage is None:
+            raise ConfigError(f"ifplay plan --settings {args.settings}: no planned stage of that kind or key")
+        print(json.dumps(stage.settings(), sort_keys=True))
         return
     for stage in plan.stages.values():
         inputs = ", ".join(f"{k}={v}" for k, v in stage.describe()["inputs"].items())
@@ -126,22 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_setup)
 
     p = sub.add_parser("base-model", help="materialise the base model as a HF checkpoint directory")
-    p.add_argument("--source", required=True, help="builtin:NAME, a local model directory or a hub id")
-    p.add_argument("--revision", default="main", help="hub revision")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    settings.add_argument(p, BaseModelSettings)
     p.add_argument("--out", required=True, help="output checkpoint directory")
     p.set_defaults(func=cmd_base_model)
 
     p = sub.add_parser("prompts", help="write a prompt set (IFEval format) as JSONL")
-    p.add_argument("--source", required=True, help="builtin:NAME, hf:ORG/NAME[@REV] or a JSONL path")
-    p.add_argument("--limit", type=int, default=0, help="keep the first N prompts; 0 = all")
-    p.add_argument("--config-key", default="data", help="config key named in error messages")
+    settings.add_argument(p, PromptsSettings)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prompts)
 
     p = sub.add_parser("prompt-subset", help="the first N prompts of a prompt file (key, prompt)")
     p.add_argument("--prompts", required=True)
-    p.add_argument("--limit", type=int, default=0, help="keep the first N prompts; 0 = all")
+    settings.add_argument(p, PromptSubsetSettings)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prompt_subset)
 
@@ -188,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="list the stages (kind, key, config) a configuration runs")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays on config/default.yaml")
-    p.add_argument("--settings", metavar="KIND", help="print the --settings of each planned stage of this kind")
+    p.add_argument("--settings", metavar="KIND|KEY",
+                   help="print the --settings JSON of the first planned stage of this kind, or of the stage with this key")
     p.set_defaults(func=cmd_plan)
     return parser
 

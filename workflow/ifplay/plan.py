@@ -110,7 +110,8 @@ class Plan:
     def prompt_set(self, data_key: str, limit: int | None) -> Stage:
         source = self.config["data"][data_key]
         origin = sources.prompt_origin(source, config_key=f"data.{data_key}")
-        return Stage("prompts", {"origin": origin.fingerprint, "limit": limit}, runtime={"source": source})
+        return Stage("prompts", {"origin": origin.fingerprint, "limit": limit},
+                     runtime={"source": source, "config_key": f"data.{data_key}"})
 
     def local_file(self, path: str, config_key: str) -> tuple[dict, str]:
         """A file's content fingerprint (hashed) and its resolved path (runtime)."""

@@ -12,9 +12,8 @@ rule autoif_instructions:
         instructions=stage_output("autoif_instructions"),
         counts=stage_output("autoif_instructions", "counts.json"),
     params:
-        seeds=runtime("seeds"),
-        seed_limit=runtime("seed_limit"),
-        augment=augment_args,
+        model=lambda wildcards, input: f"--model {input.model}" if "model" in input.keys() else "",
+        settings=stage_settings,
     log:
         stage_log("autoif_instructions"),
     benchmark:
@@ -25,8 +24,8 @@ rule autoif_instructions:
     resources:
         **stage_resources("autoif_instructions"),
     shell:
-        "ifplay autoif-instructions --seeds {params.seeds:q} --seed-limit {params.seed_limit} --out {output.instructions} --counts {output.counts}"
-        " {params.augment} --threads {threads} > {log} 2>&1"
+        "ifplay autoif-instructions {params.model} --out {output.instructions} --counts {output.counts}"
+        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
 
 
 rule autoif_verifiers:
@@ -37,11 +36,7 @@ rule autoif_verifiers:
         verifiers=stage_output("autoif_verifiers"),
         counts=stage_output("autoif_verifiers", "counts.json"),
     params:
-        template=runtime("template"),
-        examples=lambda wildcards: (f"--examples {shlex.quote(PLAN.stage(wildcards.key).runtime['examples'])}"
-                                    f" --shots {PLAN.stage(wildcards.key).config['verifiers']['shots']}"
-                                    if "examples" in PLAN.stage(wildcards.key).runtime else ""),
-        generation=supervisor_args("verifiers", "k"),
+        settings=stage_settings,
     log:
         stage_log("autoif_verifiers"),
     benchmark:
@@ -52,9 +47,9 @@ rule autoif_verifiers:
     resources:
         **stage_resources("autoif_verifiers"),
     shell:
-        "ifplay autoif-verifiers --model {input.model} --instructions {input.instructions} --template {params.template:q}"
-        " {params.examples}"
-        " --out {output.verifiers} --counts {output.counts} {params.generation} --threads {threads} > {log} 2>&1"
+        "ifplay autoif-verifiers --model {input.model} --instructions {input.instructions}"
+        " --out {output.verifiers} --counts {output.counts} --settings {params.settings:q} --threads {threads}"
+        " > {log} 2>&1"
 
 
 rule autoif_crossval:
@@ -64,9 +59,7 @@ rule autoif_crossval:
         instructions=stage_output("autoif_crossval"),
         counts=stage_output("autoif_crossval", "counts.json"),
     params:
-        filter=lambda wildcards: PLAN.stage(wildcards.key).config["cross_validation"],
-        keep_all=lambda wildcards: "" if PLAN.stage(wildcards.key).config["cross_validation"]["enabled"] else "--keep-all",
-        sandbox=sandbox_args,
+        settings=stage_settings,
     log:
         stage_log("autoif_crossval"),
     benchmark:
@@ -78,9 +71,7 @@ rule autoif_crossval:
         **stage_resources("autoif_crossval"),
     shell:
         "ifplay autoif-crossval --verifiers {input.verifiers} --out {output.instructions} --counts {output.counts}"
-        " --case-agreement {params.filter[case_agreement]} --function-accuracy {params.filter[function_accuracy]}"
-        " --min-functions {params.filter[min_functions]} --min-cases {params.filter[min_cases]} {params.keep_all}"
-        " {params.sandbox} --workers {threads} > {log} 2>&1"
+        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
 
 
 rule autoif_backtrans:
@@ -91,12 +82,7 @@ rule autoif_backtrans:
         instructions=stage_output("autoif_backtrans"),
         counts=stage_output("autoif_backtrans", "counts.json"),
     params:
-        settings=setting("back_translation"),
-        template=runtime("template"),
-        nli=lambda wildcards: (f"--nli-template {PLAN.stage(wildcards.key).runtime['nli_template']}"
-                               if PLAN.stage(wildcards.key).config["back_translation"]["nli"] == "llm"
-                               else f"--nli-model {PLAN.stage(wildcards.key).runtime['nli_model']}"),
-        generation=supervisor_args("back_translation"),
+        settings=stage_settings,
     log:
         stage_log("autoif_backtrans"),
     benchmark:
@@ -108,9 +94,8 @@ rule autoif_backtrans:
         **stage_resources("autoif_backtrans"),
     shell:
         "ifplay autoif-backtrans --model {input.model} --instructions {input.instructions}"
-        " --template {params.template:q} --functions {params.settings[functions]} --nli {params.settings[nli]} {params.nli}"
-        " --out {output.instructions} --counts {output.counts} {params.generation} --temperature 0"
-        " --threads {threads} > {log} 2>&1"
+        " --out {output.instructions} --counts {output.counts} --settings {params.settings:q} --threads {threads}"
+        " > {log} 2>&1"
 
 
 rule autoif_queries:
@@ -120,10 +105,7 @@ rule autoif_queries:
         queries=stage_output("autoif_queries"),
         counts=stage_output("autoif_queries", "counts.json"),
     params:
-        settings=setting("queries"),
-        source=runtime("source"),
-        template=runtime("template"),
-        seed=setting("seed"),
+        settings=stage_settings,
     log:
         stage_log("autoif_queries"),
     benchmark:
@@ -134,10 +116,8 @@ rule autoif_queries:
     resources:
         **stage_resources("autoif_queries"),
     shell:
-        "ifplay autoif-queries --instructions {input.instructions} --queries {params.source:q} --template {params.template:q}"
-        " --per-instruction {params.settings[per_instruction]} --min-chars {params.settings[min_chars]}"
-        " --max-chars {params.settings[max_chars]} --seed {params.seed} --out {output.queries} --counts {output.counts}"
-        " > {log} 2>&1"
+        "ifplay autoif-queries --instructions {input.instructions} --out {output.queries} --counts {output.counts}"
+        " --settings {params.settings:q} > {log} 2>&1"
 
 
 rule autoif_responses:
@@ -147,7 +127,7 @@ rule autoif_responses:
     output:
         responses=stage_output("autoif_responses"),
     params:
-        generation=supervisor_args("responses", "k"),
+        settings=stage_settings,
     log:
         stage_log("autoif_responses"),
     benchmark:
@@ -159,7 +139,7 @@ rule autoif_responses:
         **stage_resources("autoif_responses"),
     shell:
         "ifplay autoif-responses --model {input.model} --queries {input.queries} --out {output.responses}"
-        " {params.generation} --threads {threads} > {log} 2>&1"
+        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
 
 
 rule autoif_verified:
@@ -169,8 +149,7 @@ rule autoif_verified:
         verified=stage_output("autoif_verified"),
         counts=stage_output("autoif_verified", "counts.json"),
     params:
-        threshold=setting("rejection", "threshold"),
-        sandbox=sandbox_args,
+        settings=stage_settings,
     log:
         stage_log("autoif_verified"),
     benchmark:
@@ -182,7 +161,7 @@ rule autoif_verified:
         **stage_resources("autoif_verified"),
     shell:
         "ifplay autoif-verified --input {input.responses} --out {output.verified} --counts {output.counts}"
-        " --threshold {params.threshold} {params.sandbox} --workers {threads} > {log} 2>&1"
+        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
 
 
 rule autoif_scored:
@@ -193,9 +172,7 @@ rule autoif_scored:
         scored=stage_output("autoif_scored"),
         counts=stage_output("autoif_scored", "counts.json"),
     params:
-        template=runtime("template"),
-        min_score=setting("quality", "min_score"),
-        generation=supervisor_args("quality", "samples"),
+        settings=stage_settings,
     log:
         stage_log("autoif_scored"),
     benchmark:
@@ -206,9 +183,8 @@ rule autoif_scored:
     resources:
         **stage_resources("autoif_scored"),
     shell:
-        "ifplay autoif-scored --model {input.model} --verified {input.verified} --template {params.template:q}"
-        " --min-score {params.min_score} --out {output.scored} --counts {output.counts} {params.generation}"
-        " --threads {threads} > {log} 2>&1"
+        "ifplay autoif-scored --model {input.model} --verified {input.verified} --out {output.scored}"
+        " --counts {output.counts} --settings {params.settings:q} --threads {threads} > {log} 2>&1"
 
 
 rule autoif_data:
@@ -220,11 +196,8 @@ rule autoif_data:
         queries=stage_output("autoif_data", "queries.jsonl"),
         counts=stage_output("autoif_data", "counts.json"),
     params:
-        pairs=setting("pairs"),
         scored=lambda wildcards, input: f"--scored {input.scored}" if "scored" in input.keys() else "",
-        instruction_level=lambda wildcards: ("--instruction-level"
-                                             if PLAN.stage(wildcards.key).config["pairs"]["instruction_level"] else ""),
-        seed=setting("seed"),
+        settings=stage_settings,
     log:
         stage_log("autoif_data"),
     benchmark:
@@ -235,10 +208,8 @@ rule autoif_data:
     resources:
         **stage_resources("autoif_data"),
     shell:
-        "ifplay autoif-data --verified {input.verified} {params.scored} --chosen-min {params.pairs[chosen_min]}"
-        " --rejected-max {params.pairs[rejected_max]} --pairs-per-side {params.pairs[per_side]} {params.instruction_level}"
-        " --seed {params.seed} --sft {output.sft} --pairs {output.pairs} --queries {output.queries}"
-        " --counts {output.counts} > {log} 2>&1"
+        "ifplay autoif-data --verified {input.verified} {params.scored} --sft {output.sft} --pairs {output.pairs}"
+        " --queries {output.queries} --counts {output.counts} --settings {params.settings:q} > {log} 2>&1"
 
 
 rule autoif_online_pairs:
@@ -249,9 +220,7 @@ rule autoif_online_pairs:
         pairs=stage_output("autoif_online_pairs"),
         counts=stage_output("autoif_online_pairs", "counts.json"),
     params:
-        pairs=setting("pairs"),
-        seed=setting("seed"),
-        sandbox=sandbox_args,
+        settings=stage_settings,
     log:
         stage_log("autoif_online_pairs"),
     benchmark:
@@ -263,9 +232,7 @@ rule autoif_online_pairs:
         **stage_resources("autoif_online_pairs"),
     shell:
         "ifplay autoif-online-pairs --queries {input.queries} --samples {input.samples} --out {output.pairs}"
-        " --counts {output.counts} --chosen-min {params.pairs[chosen_min]} --rejected-max {params.pairs[rejected_max]}"
-        " --pairs-per-side {params.pairs[per_side]} --seed {params.seed} {params.sandbox} --workers {threads}"
-        " > {log} 2>&1"
+        " --counts {output.counts} --settings {params.settings:q} --threads {threads} > {log} 2>&1"
 
 
 rule autoif_prompts:
@@ -274,7 +241,7 @@ rule autoif_prompts:
     output:
         prompts=stage_output("autoif_prompts"),
     params:
-        limit=lambda wildcards: PLAN.stage(wildcards.key).config["limit"] or 0,
+        settings=stage_settings,
     log:
         stage_log("autoif_prompts"),
     benchmark:
@@ -285,4 +252,5 @@ rule autoif_prompts:
     resources:
         **stage_resources("autoif_prompts"),
     shell:
-        "ifplay autoif-prompts --queries {input.queries} --limit {params.limit} --out {output.prompts} > {log} 2>&1"
+        "ifplay autoif-prompts --queries {input.queries} --out {output.prompts} --settings {params.settings:q}"
+        " > {log} 2>&1"

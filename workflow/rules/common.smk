@@ -82,85 +82,14 @@ def stage_settings(wildcards):
     return json.dumps(PLAN.stage(wildcards.key).settings(), sort_keys=True)
 
 
-def setting(*path):
-    """Params function: a value of the stage's (hashed) config slice."""
-
-    def lookup(wildcards):
-        value = PLAN.stage(wildcards.key).config
-        for part in path:
-            value = value[part]
-        return value
-
-    return lookup
-
-
-def runtime(name):
-    """Params function: a runtime setting of the stage (not hashed: paths, batch sizes)."""
-    return lambda wildcards: PLAN.stage(wildcards.key).runtime[name]
-
-
 def experiment_inputs(wildcards):
     return PLAN.report_inputs()
 
 
-def judge_args(wildcards):
-    """Command-line flags of the judge a SPaR stage uses (judgements, tree-search)."""
-    stage = PLAN.stage(wildcards.key)
-    judge = stage.config["judge"]
-    args = [f"--judge {judge['kind']}", f"--seed {stage.config['seed']}", f"--backend {stage.config['backend']}",
-            f"--backend-options {shlex.quote(stage.runtime['backend_options'])}"]
-    if judge["kind"] == "model":
-        if "refiner" in stage.inputs and stage.kind in ("judgements", "judge_eval"):
-            args.append(f"--refiner {stage.inputs['refiner'].output}")
-        args += [f"--judge-template {stage.runtime['judge_template']}", f"--votes {judge['votes']}",
-                 f"--judge-temperature {judge['temperature']}", f"--judge-top-p {judge['top_p']}",
-                 f"--judge-max-new-tokens {judge['max_new_tokens']}", f"--tie-resamples {judge['tie_resamples']}"]
-    elif "sandbox" in judge:  # the verifier judge runs AutoIF's verification functions
-        args += [f"--verifier-timeout {judge['sandbox']['timeout']}",
-                 f"--verifier-memory-mb {judge['sandbox']['memory_mb']}"]
-    return " ".join(args)
-
-
-def search_args(wildcards):
-    """Command-line flags of the tree search (tree-search; scaling-search, whose budget is its own)."""
-    search = PLAN.stage(wildcards.key).config["search"]
-    flags = ("algorithm", "branch", "select", "max_depth", "budget", "end_gate", "selection", "temperature",
-             "top_p", "max_new_tokens", "output_format")
-    return " ".join(f"--{flag.replace('_', '-')} {search[flag]}" for flag in flags if flag in search)
-
-
-def training_settings(wildcards):
-    """trl settings of a training stage, as JSON."""
-    stage = PLAN.stage(wildcards.key)
-    return json.dumps({**stage.config["settings"], "seed": stage.config["seed"]})
-
-
-def supervisor_args(section, n_key=None):
-    """Command-line flags of an AutoIF supervisor call: backend, seed, batch settings and the decoding
-    settings (temperature, top_p, max_new_tokens, and `n_key` as --n) of the stage's config[section]."""
-
-    def lookup(wildcards):
-        stage = PLAN.stage(wildcards.key)
-        settings = stage.config[section]
-        flags = [f"--backend {stage.config['backend']}",
-                 f"--backend-options {shlex.quote(stage.runtime['backend_options'])}", f"--seed {stage.config['seed']}",
-                 f"--batch-size {stage.runtime['batch_size']}",
-                 f"--max-prompt-tokens {stage.runtime['max_prompt_tokens']}"]
-        flags += [f"--{name.replace('_', '-')} {settings[name]}" for name in ("temperature", "top_p", "max_new_tokens")
-                  if name in settings]
-        if n_key:
-            flags.append(f"--n {settings[n_key]}")
-        if settings.get("stop"):
-            flags.append(f"--stop {shlex.quote(json.dumps(settings['stop']))}")
-        return " ".join(flags)
-
-    return lookup
-
-
-def sandbox_args(wildcards):
-    """Limits of the verifier sandbox (autoif.sandbox) for a stage that runs model-written code."""
-    sandbox = PLAN.stage(wildcards.key).config["sandbox"]
-    return f"--timeout {sandbox['timeout']} --memory-mb {sandbox['memory_mb']}"
+def optional_input(name):
+    """Params function: the flag --NAME with the file of the stage's input `name` (judgements' refiner,
+    the teacher's checkpoint), or nothing when the plan gives the stage no such input."""
+    return lambda wildcards, input: f"--{name} {shlex.quote(str(input[name]))}" if name in input.keys() else ""
 
 
 def stage_inputs(wildcards):
@@ -179,56 +108,3 @@ def training_data(wildcards):
 def training_data_path(wildcards):
     stage = PLAN.stage(wildcards.key)
     return stage.input_path("data") if "data" in stage.inputs else stage.runtime["data"]
-
-
-def augment_args(wildcards, input):
-    """Flags of the instruction stage: no augmentation (seeds only), or the supervisor and its prompts."""
-    stage = PLAN.stage(wildcards.key)
-    augment = stage.config["augment"]
-    if not augment:
-        return "--rounds 0"
-    return (f"--model {input.model} --template {shlex.quote(stage.runtime['template'])} --rounds {augment['rounds']}"
-            f" --seeds-per-prompt {augment['seeds_per_prompt']} --ask {augment['ask']} "
-            + supervisor_args("augment")(wildcards))
-
-
-def teacher_args(wildcards, input):
-    """--teacher: the teacher's checkpoint (an input stage), or the model name a server serves."""
-    stage = PLAN.stage(wildcards.key)
-    model = input.teacher if "teacher" in stage.inputs else stage.runtime["model"]
-    return (f"--teacher {shlex.quote(str(model))} --backend {stage.runtime['backend']}"
-            f" --backend-options {shlex.quote(stage.runtime['backend_options'])}"
-            f" --batch-size {stage.runtime['batch_size']} --max-prompt-tokens {stage.runtime['max_prompt_tokens']}")
-
-
-def teacher_data_args(wildcards):
-    """Flags of the teacher's SFT data settings (sft.teacher_data), from the stage's hashed config."""
-    stage = PLAN.stage(wildcards.key)
-    cfg = stage.config
-    answer, judge, refine = cfg["answer"], cfg["judge"], cfg["refine"]
-    flags = [f"--actor-limit {cfg['actor_prompts'] or 0} --seed {cfg['seed']}",
-             f"--temperature {answer['temperature']} --top-p {answer['top_p']} --max-new-tokens {answer['max_new_tokens']}",
-             f"--judge-template {shlex.quote(stage.runtime['judge_template'])} --votes {judge['votes']}",
-             f"--judge-temperature {judge['temperature']} --judge-top-p {judge['top_p']}",
-             f"--judge-max-new-tokens {judge['max_new_tokens']} --tie-resamples {judge['tie_resamples']}",
-             f"--refine-template {shlex.quote(stage.runtime['refine_template'])} --output-format {refine['output_format']}",
-             f"--refine-temperature {refine['temperature']} --refine-top-p {refine['top_p']}",
-             f"--refine-max-new-tokens {refine['max_new_tokens']}",
-             "--verify-refinements" if cfg["verify_refinements"] else "--no-verify-refinements"]
-    return " ".join(flags)
-
-
-def evolution_args(wildcards):
-    """Flags of the evolution settings (prompt_evolution), from the stage's hashed config."""
-    stage = PLAN.stage(wildcards.key)
-    cfg = stage.config["evolution"]
-    flags = [f"--seeds {shlex.quote(stage.runtime['source'])}", f"--limit {cfg['limit'] or 0}",
-             f"--template {shlex.quote(stage.runtime['template'])}",
-             f"--min-others {cfg['others'][0]} --max-others {cfg['others'][1]}",
-             f"--temperature {cfg['temperature']} --top-p {cfg['top_p']}",
-             f"--max-new-tokens {cfg['max_new_tokens']} --seed {stage.config['seed']}"]
-    if cfg["categories"]:
-        flags.append(f"--taxonomy {shlex.quote(json.dumps(cfg['categories']))}")
-    if cfg["stop"]:
-        flags.append(f"--stop {shlex.quote(json.dumps(cfg['stop']))}")
-    return " ".join(flags)

@@ -2,8 +2,7 @@ rule prompts:
     output:
         prompts=stage_output("prompts"),
     params:
-        source=runtime("source"),
-        limit=lambda wildcards: PLAN.stage(wildcards.key).config["limit"] or 0,
+        settings=stage_settings,
     log:
         stage_log("prompts"),
     benchmark:
@@ -14,5 +13,4 @@ rule prompts:
     resources:
         **stage_resources("prompts"),
     shell:
-        "ifplay prompts --source {params.source:q} --limit {params.limit}"
-        " --out {output.prompts} > {log} 2>&1"
+        "ifplay prompts --settings {params.settings:q} --out {output.prompts} > {log} 2>&1"

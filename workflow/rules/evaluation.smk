@@ -29,9 +29,7 @@ rule judge_eval:
         per_item=stage_output("judge_eval", "per_item.jsonl"),
         metrics=stage_output("judge_eval"),
     params:
-        judge=judge_args,
-        batch_size=runtime("batch_size"),
-        max_prompt_tokens=runtime("max_prompt_tokens"),
+        settings=stage_settings,
     log:
         stage_log("judge_eval"),
     benchmark:
@@ -42,7 +40,6 @@ rule judge_eval:
     resources:
         **stage_resources("judge_eval"),
     shell:
-        "ifplay judge-eval --prompts {input.prompts} --responses {input.responses} --out {output.judged}"
-        " --per-item {output.per_item} --metrics {output.metrics} {params.judge}"
-        " --batch-size {params.batch_size} --max-prompt-tokens {params.max_prompt_tokens}"
-        " --threads {threads} > {log} 2>&1"
+        "ifplay judge-eval --prompts {input.prompts} --responses {input.responses} --refiner {input.refiner}"
+        " --out {output.judged} --per-item {output.per_item} --metrics {output.metrics}"
+        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"

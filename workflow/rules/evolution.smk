@@ -11,8 +11,8 @@ rule evolved_prompts:
         counts=stage_output("evolved_prompts", "counts.json"),
         usage=stage_output("evolved_prompts", "usage.json"),
     params:
-        teacher=teacher_args,
-        evolution=evolution_args,
+        teacher=optional_input("teacher"),
+        settings=stage_settings,
     log:
         stage_log("evolved_prompts"),
     benchmark:
@@ -23,8 +23,8 @@ rule evolved_prompts:
     resources:
         **stage_resources("evolved_prompts"),
     shell:
-        "ifplay evolved-prompts {params.evolution} {params.teacher} --threads {threads}"
-        " --out {output.prompts} --evolved {output.evolved} --counts {output.counts} --usage {output.usage}"
+        "ifplay evolved-prompts {params.teacher} --out {output.prompts} --evolved {output.evolved}"
+        " --counts {output.counts} --usage {output.usage} --settings {params.settings:q} --threads {threads}"
         " > {log} 2>&1"
 
 
@@ -34,7 +34,7 @@ rule prompt_subset:
     output:
         prompts=stage_output("prompt_subset"),
     params:
-        limit=lambda wildcards: PLAN.stage(wildcards.key).config["limit"] or 0,
+        settings=stage_settings,
     log:
         stage_log("prompt_subset"),
     benchmark:
@@ -45,4 +45,5 @@ rule prompt_subset:
     resources:
         **stage_resources("prompt_subset"),
     shell:
-        "ifplay prompt-subset --prompts {input.prompts} --limit {params.limit} --out {output.prompts} > {log} 2>&1"
+        "ifplay prompt-subset --prompts {input.prompts} --settings {params.settings:q} --out {output.prompts}"
+        " > {log} 2>&1"

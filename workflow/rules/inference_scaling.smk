@@ -10,7 +10,7 @@ rule scaling_best_of_n:
         responses=stage_output("scaling_best_of_n"),
         counts=stage_output("scaling_best_of_n", "counts.json"),
     params:
-        budget=setting("budget"),
+        settings=stage_settings,
     log:
         stage_log("scaling_best_of_n"),
     benchmark:
@@ -21,8 +21,8 @@ rule scaling_best_of_n:
     resources:
         **stage_resources("scaling_best_of_n"),
     shell:
-        "ifplay scaling-best-of-n --judged {input.judged} --budget {params.budget}"
-        " --out {output.responses} --counts {output.counts} > {log} 2>&1"
+        "ifplay scaling-best-of-n --judged {input.judged} --out {output.responses} --counts {output.counts}"
+        " --settings {params.settings:q} > {log} 2>&1"
 
 
 rule scaling_search:
@@ -35,12 +35,7 @@ rule scaling_search:
         trees=stage_output("scaling_search", "trees.jsonl"),
         counts=stage_output("scaling_search", "counts.json"),
     params:
-        budget=setting("budget"),
-        judge=judge_args,
-        search=search_args,
-        refine_template=runtime("refine_template"),
-        batch_size=runtime("batch_size"),
-        max_prompt_tokens=runtime("max_prompt_tokens"),
+        settings=stage_settings,
     log:
         stage_log("scaling_search"),
     benchmark:
@@ -51,8 +46,6 @@ rule scaling_search:
     resources:
         **stage_resources("scaling_search"),
     shell:
-        "ifplay scaling-search --prompts {input.prompts} --judged {input.judged} --budget {params.budget}"
-        " --out {output.responses} --trees {output.trees} --counts {output.counts} --refiner {input.refiner}"
-        " --refine-template {params.refine_template:q} {params.search} {params.judge}"
-        " --batch-size {params.batch_size} --max-prompt-tokens {params.max_prompt_tokens}"
+        "ifplay scaling-search --prompts {input.prompts} --judged {input.judged} --refiner {input.refiner}"
+        " --out {output.responses} --trees {output.trees} --counts {output.counts} --settings {params.settings:q}"
         " --threads {threads} > {log} 2>&1"

@@ -2,9 +2,7 @@ rule base_model:
     output:
         checkpoint=directory(stage_output("base_model")),
     params:
-        source=runtime("source"),
-        revision=runtime("revision"),
-        dtype=setting("dtype"),
+        settings=stage_settings,
     log:
         stage_log("base_model"),
     benchmark:
@@ -15,5 +13,4 @@ rule base_model:
     resources:
         **stage_resources("base_model"),
     shell:
-        "ifplay base-model --source {params.source:q} --revision {params.revision:q}"
-        " --dtype {params.dtype} --out {output.checkpoint} > {log} 2>&1"
+        "ifplay base-model --settings {params.settings:q} --out {output.checkpoint} > {log} 2>&1"

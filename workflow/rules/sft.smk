@@ -14,8 +14,8 @@ rule teacher_sft_data:
         counts=stage_output("teacher_sft_data", "counts.json"),
         usage=stage_output("teacher_sft_data", "usage.json"),
     params:
-        teacher=teacher_args,
-        data=teacher_data_args,
+        teacher=optional_input("teacher"),
+        settings=stage_settings,
     log:
         stage_log("teacher_sft_data"),
     benchmark:
@@ -26,7 +26,7 @@ rule teacher_sft_data:
     resources:
         **stage_resources("teacher_sft_data"),
     shell:
-        "ifplay teacher-sft-data --prompts {input.prompts} --samples {input.samples} {params.data} {params.teacher}"
-        " --threads {threads} --actor {output.actor} --refiner {output.refiner} --answers {output.answers}"
-        " --judged {output.judged} --refinements {output.refinements} --counts {output.counts} --usage {output.usage}"
-        " > {log} 2>&1"
+        "ifplay teacher-sft-data --prompts {input.prompts} --samples {input.samples} {params.teacher}"
+        " --actor {output.actor} --refiner {output.refiner} --answers {output.answers} --judged {output.judged}"
+        " --refinements {output.refinements} --counts {output.counts} --usage {output.usage}"
+        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"

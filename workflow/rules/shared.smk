@@ -31,9 +31,8 @@ rule judgements:
     output:
         judged=stage_output("judgements"),
     params:
-        judge=judge_args,
-        batch_size=runtime("batch_size"),
-        max_prompt_tokens=runtime("max_prompt_tokens"),
+        refiner=optional_input("refiner"),
+        settings=stage_settings,
     log:
         stage_log("judgements"),
     benchmark:
@@ -44,9 +43,8 @@ rule judgements:
     resources:
         **stage_resources("judgements"),
     shell:
-        "ifplay judgements --prompts {input.prompts} --responses {input.samples} --out {output.judged}"
-        " {params.judge} --batch-size {params.batch_size} --max-prompt-tokens {params.max_prompt_tokens}"
-        " --threads {threads} > {log} 2>&1"
+        "ifplay judgements --prompts {input.prompts} --responses {input.samples} {params.refiner}"
+        " --out {output.judged} --settings {params.settings:q} --threads {threads} > {log} 2>&1"
 
 
 rule dpo:
@@ -56,7 +54,7 @@ rule dpo:
     output:
         checkpoint=directory(stage_output("dpo")),
     params:
-        settings=training_settings,
+        settings=stage_settings,
     log:
         stage_log("dpo"),
     benchmark:
@@ -80,7 +78,7 @@ rule sft:
         checkpoint=directory(stage_output("sft")),
     params:
         data=training_data_path,
-        settings=training_settings,
+        settings=stage_settings,
         # data a stage wrote may come out empty (a weak teacher, no solved tree): the model is then
         # kept, logged; an empty given file (sft.actor_data) is an error
         if_empty=lambda wildcards: "keep" if "data" in PLAN.stage(wildcards.key).inputs else "error",

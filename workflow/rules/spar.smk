@@ -12,12 +12,7 @@ rule tree_search:
         trees=stage_output("tree_search"),
         counts=stage_output("tree_search", "counts.json"),
     params:
-        judge=judge_args,
-        search=search_args,
-        negatives=setting("negatives_per_prompt"),
-        refine_template=runtime("refine_template"),
-        batch_size=runtime("batch_size"),
-        max_prompt_tokens=runtime("max_prompt_tokens"),
+        settings=stage_settings,
     log:
         stage_log("tree_search"),
     benchmark:
@@ -28,10 +23,8 @@ rule tree_search:
     resources:
         **stage_resources("tree_search"),
     shell:
-        "ifplay tree-search --prompts {input.prompts} --judged {input.judged} --out {output.trees}"
-        " --counts {output.counts} --refiner {input.refiner} --negatives-per-prompt {params.negatives}"
-        " --refine-template {params.refine_template:q} {params.search} {params.judge}"
-        " --batch-size {params.batch_size} --max-prompt-tokens {params.max_prompt_tokens}"
+        "ifplay tree-search --prompts {input.prompts} --judged {input.judged} --refiner {input.refiner}"
+        " --out {output.trees} --counts {output.counts} --settings {params.settings:q}"
         " --threads {threads} > {log} 2>&1"
 
 
@@ -44,10 +37,7 @@ rule spar_data:
         rft=stage_output("spar_data", "rft.jsonl"),
         counts=stage_output("spar_data", "counts.json"),
     params:
-        rft_mix=lambda wildcards: json.dumps(PLAN.stage(wildcards.key).config["rft_mix"]),
-        seed=setting("seed"),
-        judge_template=runtime("judge_template"),
-        refine_template=runtime("refine_template"),
+        settings=stage_settings,
     log:
         stage_log("spar_data"),
     benchmark:
@@ -58,7 +48,5 @@ rule spar_data:
     resources:
         **stage_resources("spar_data"),
     shell:
-        "ifplay spar-data --judged {input.judged} --trees {input.trees}"
-        " --judge-template {params.judge_template:q} --refine-template {params.refine_template:q}"
-        " --rft-mix {params.rft_mix:q} --seed {params.seed} --pairs {output.pairs} --rft {output.rft}"
-        " --counts {output.counts} > {log} 2>&1"
+        "ifplay spar-data --judged {input.judged} --trees {input.trees} --pairs {output.pairs} --rft {output.rft}"
+        " --counts {output.counts} --settings {params.settings:q} > {log} 2>&1"

@@ -52,14 +52,15 @@ def add_autoif(plan, base: Stage) -> None:
     if cfg["augment"]["enabled"]:
         augment, paths = templated(cfg["augment"], "augment", "template")
         instructions = model_stage("autoif_instructions", {"seeds": seeds, "augment": augment}, {},
-                                   {**paths, "seeds": str(seeds_path), "seed_limit": cfg["seed_limit"] or 0})
+                                   {**paths, "seeds": str(seeds_path)})
     else:
         instructions = plan.add(Stage("autoif_instructions", {"seeds": seeds, "augment": None},  # no model
-                                      runtime={"seeds": str(seeds_path), "seed_limit": cfg["seed_limit"] or 0}))
+                                      runtime={"seeds": str(seeds_path)}))
     filters.append(instructions)
     verifiers_cfg, paths = templated(cfg["verifiers"], "verifiers",
                                      *(("template", "examples") if cfg["verifiers"]["examples"] else ("template",)))
-    verifiers = model_stage("autoif_verifiers", {"verifiers": verifiers_cfg}, {"instructions": instructions}, paths)
+    verifiers = model_stage("autoif_verifiers", {"verifiers": verifiers_cfg}, {"instructions": instructions},
+                            {"examples": None, **paths})  # examples null: zero-shot
     crossval = plan.add(Stage("autoif_crossval", {"cross_validation": cfg["cross_validation"],
                                                   "sandbox": cfg["sandbox"]}, {"verifiers": verifiers}))
     filters += [verifiers, crossval]

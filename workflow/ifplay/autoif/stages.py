@@ -27,13 +27,16 @@ import json
 import logging
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from tqdm.auto import tqdm
 
 from ifplay.autoif import core as autoif
-from ifplay.generation.backends import SamplingParams
+from ifplay.core.settings import NoRuntime, SettingsError
+from ifplay.generation.backends import BackendRuntime, SamplingParams
+from ifplay.sandbox.runner import SandboxLimits
 from ifplay.sandbox.runner import execute, make_sandbox
 from ifplay.core.records import Checkpoint, RecordError, numbered_jsonl, read_jsonl, write_json, write_jsonl
 
@@ -562,29 +565,384 @@ def online_pairs(queries_path: str, samples_path: str, out: str, counts_path: st
     return dict(counts)
 
 
+# -- stage settings ------------------------------------------------------------------------------------
+# Each command takes its stage's settings as one --settings JSON (ifplay.core.settings): the config
+# slice autoif/plan.py hashes into the stage key and the runtime settings (paths, batching), with
+# exactly the keys the plan gives the stage. No defaults here: the one set is config/default.yaml.
+NLI_MAX_NEW_TOKENS = 8  # the supervisor's NLI answer is one label word (greedy)
+
+
+@dataclass(frozen=True)
+class Seeds:
+    sha256: str  # the seed file's content (identity; its path is runtime.seeds)
+    limit: int | None  # autoif.seed_limit: the first N seeds; null = all
+
+
+@dataclass(frozen=True)
+class Augment:
+    """``autoif.augment``: the supervisor's self-instruct prompts."""
+
+    enabled: bool
+    rounds: int
+    seeds_per_prompt: int
+    ask: int
+    template: dict  # {"sha256": ...}: the template's identity (its path is runtime.template)
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+
+    def params(self, seed: int) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
+                              seed=seed)
+
+
+@dataclass(frozen=True)
+class AugmentedInstructionsConfig:
+    seeds: Seeds
+    augment: Augment
+    backend: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class SeedInstructionsConfig:
+    """``autoif.augment.enabled: false``: the seeds only, no model."""
+
+    seeds: Seeds
+    augment: Literal[None]
+
+
+@dataclass(frozen=True)
+class SeedsRuntime:
+    seeds: str  # the seed instruction file (builtin:autoif's path or autoif.seeds)
+
+
+@dataclass(frozen=True)
+class AugmentRuntime(BackendRuntime):
+    seeds: str  # the seed instruction file
+    template: str  # the augmentation prompt template
+
+
+def _agree(ok: bool, message: str) -> None:
+    if not ok:
+        raise SettingsError(f"settings: {message}")
+
+
+@dataclass(frozen=True)
+class InstructionsSettings:
+    """``ifplay autoif-instructions --settings``: the seeds, and the augmentation with its runtime."""
+
+    config: AugmentedInstructionsConfig | SeedInstructionsConfig
+    runtime: AugmentRuntime | SeedsRuntime
+
+    def __post_init__(self):
+        _agree((self.config.augment is None) == isinstance(self.runtime, SeedsRuntime),
+               "config.augment and runtime disagree (augmentation needs the supervisor's runtime: "
+               "template, batch_size, max_prompt_tokens, backend_options; seeds only take runtime.seeds)")
+
+
+@dataclass(frozen=True)
+class Verifiers:
+    """``autoif.verifiers``: K answers per instruction, each a function and test cases."""
+
+    k: int
+    template: dict  # {"sha256": ...}: the template's identity (its path is runtime.template)
+    examples: dict | None  # {"sha256": ...} of the worked examples (runtime.examples); null = zero-shot
+    shots: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    stop: list[str]
+
+    def params(self, seed: int) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
+                              n=self.k, seed=seed, stop=tuple(self.stop))
+
+
+@dataclass(frozen=True)
+class VerifiersConfig:
+    verifiers: Verifiers
+    backend: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class VerifiersRuntime(BackendRuntime):
+    template: str  # the verifier prompt template
+    examples: str | None  # the worked examples JSONL (null: zero-shot)
+
+
+@dataclass(frozen=True)
+class VerifiersSettings:
+    """``ifplay autoif-verifiers --settings``."""
+
+    config: VerifiersConfig
+    runtime: VerifiersRuntime
+
+    def __post_init__(self):
+        _agree((self.config.verifiers.examples is None) == (self.runtime.examples is None),
+               "config.verifiers.examples and runtime.examples disagree (both set or both null)")
+
+
+@dataclass(frozen=True)
+class CrossValidationFilter:
+    """``autoif.cross_validation`` (:class:`ifplay.autoif.core.CrossValidation`)."""
+
+    enabled: bool
+    case_agreement: float
+    function_accuracy: float
+    min_functions: int
+    min_cases: int
+
+    def filter(self) -> autoif.CrossValidation:
+        return autoif.CrossValidation(self.enabled, self.case_agreement, self.function_accuracy,
+                                      self.min_functions, self.min_cases)
+
+
+@dataclass(frozen=True)
+class CrossvalConfig:
+    cross_validation: CrossValidationFilter
+    sandbox: SandboxLimits
+
+
+@dataclass(frozen=True)
+class CrossvalSettings:
+    """``ifplay autoif-crossval --settings``."""
+
+    config: CrossvalConfig
+    runtime: NoRuntime
+
+
+@dataclass(frozen=True)
+class LlmBackTranslation:
+    """``autoif.back_translation`` with ``nli: llm``: the supervisor judges entailment."""
+
+    enabled: bool
+    functions: int
+    template: dict  # {"sha256": ...}: the template's identity (its path is runtime.template)
+    max_new_tokens: int
+    nli: Literal["llm"]
+    nli_template: dict  # {"sha256": ...}: the NLI template's identity (runtime.nli_template)
+
+
+@dataclass(frozen=True)
+class ClassifierBackTranslation:
+    """``autoif.back_translation`` with ``nli: classifier``: an NLI classifier judges entailment."""
+
+    enabled: bool
+    functions: int
+    template: dict  # {"sha256": ...}: the template's identity (its path is runtime.template)
+    max_new_tokens: int
+    nli: Literal["classifier"]
+    nli_model: dict  # {"files": {name: sha256}}: the classifier directory's identity (runtime.nli_model)
+
+
+@dataclass(frozen=True)
+class BacktransConfig:
+    back_translation: LlmBackTranslation | ClassifierBackTranslation
+    backend: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class LlmNliRuntime(BackendRuntime):
+    template: str  # the back-translation prompt template
+    nli_template: str  # the supervisor's NLI prompt template
+
+
+@dataclass(frozen=True)
+class ClassifierNliRuntime(BackendRuntime):
+    template: str  # the back-translation prompt template
+    nli_model: str  # the NLI classifier's directory
+
+
+@dataclass(frozen=True)
+class BacktransSettings:
+    """``ifplay autoif-backtrans --settings``."""
+
+    config: BacktransConfig
+    runtime: LlmNliRuntime | ClassifierNliRuntime
+
+    def __post_init__(self):
+        _agree(isinstance(self.runtime, LlmNliRuntime) == (self.config.back_translation.nli == "llm"),
+               "config.back_translation.nli and runtime disagree (llm takes runtime.nli_template, "
+               "classifier runtime.nli_model)")
+
+
+@dataclass(frozen=True)
+class QueryPairing:
+    """``autoif.queries``: user queries paired with each instruction."""
+
+    source: str | dict  # builtin:autoif, or {"sha256": ...}: the query file's identity (runtime.source)
+    per_instruction: int
+    min_chars: int
+    max_chars: int
+    template: dict  # {"sha256": ...}: the template's identity (its path is runtime.template)
+
+
+@dataclass(frozen=True)
+class QueriesConfig:
+    queries: QueryPairing
+    seed: int
+
+
+@dataclass(frozen=True)
+class QueriesRuntime:
+    source: str  # builtin:autoif or the query file (JSONL/JSON, ShareGPT-style)
+    template: str  # the query prompt template
+
+
+@dataclass(frozen=True)
+class QueriesSettings:
+    """``ifplay autoif-queries --settings``."""
+
+    config: QueriesConfig
+    runtime: QueriesRuntime
+
+
+@dataclass(frozen=True)
+class Responses:
+    """``autoif.responses``: the supervisor's K responses per query."""
+
+    k: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+
+    def params(self, seed: int) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
+                              n=self.k, seed=seed)
+
+
+@dataclass(frozen=True)
+class ResponsesConfig:
+    responses: Responses
+    backend: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class ResponsesSettings:
+    """``ifplay autoif-responses --settings``."""
+
+    config: ResponsesConfig
+    runtime: BackendRuntime
+
+
+@dataclass(frozen=True)
+class Rejection:
+    threshold: float  # keep a response when more than this share of its functions accept it
+
+
+@dataclass(frozen=True)
+class VerifiedConfig:
+    rejection: Rejection
+    sandbox: SandboxLimits
+
+
+@dataclass(frozen=True)
+class VerifiedSettings:
+    """``ifplay autoif-verified --settings``."""
+
+    config: VerifiedConfig
+    runtime: NoRuntime
+
+
+@dataclass(frozen=True)
+class Quality:
+    """``autoif.quality``: the supervisor's 0-10 scores of the kept responses."""
+
+    enabled: bool
+    min_score: float
+    samples: int
+    template: dict  # {"sha256": ...}: the template's identity (its path is runtime.template)
+    temperature: float
+    max_new_tokens: int
+
+    def params(self, seed: int) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, max_new_tokens=self.max_new_tokens, n=self.samples,
+                              seed=seed)
+
+
+@dataclass(frozen=True)
+class ScoredConfig:
+    quality: Quality
+    backend: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class ScoredRuntime(BackendRuntime):
+    template: str  # the scoring prompt template
+
+
+@dataclass(frozen=True)
+class ScoredSettings:
+    """``ifplay autoif-scored --settings``."""
+
+    config: ScoredConfig
+    runtime: ScoredRuntime
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """``autoif.pairs``: DPO pairs by verifier accuracy."""
+
+    chosen_min: float
+    rejected_max: float
+    per_side: int
+    instruction_level: bool
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    pairs: Pairs
+    seed: int
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """``ifplay autoif-data --settings``."""
+
+    config: DataConfig
+    runtime: NoRuntime
+
+
+@dataclass(frozen=True)
+class OnlinePairsConfig:
+    pairs: Pairs  # (instruction_level plays no part online)
+    sandbox: SandboxLimits
+    seed: int
+
+
+@dataclass(frozen=True)
+class OnlinePairsSettings:
+    """``ifplay autoif-online-pairs --settings``."""
+
+    config: OnlinePairsConfig
+    runtime: NoRuntime
+
+
+@dataclass(frozen=True)
+class PromptPoolConfig:
+    limit: int | None  # spar.prompt_limit: the first N queries; null = all
+
+
+@dataclass(frozen=True)
+class PromptPoolSettings:
+    """``ifplay autoif-prompts --settings``."""
+
+    config: PromptPoolConfig
+    runtime: NoRuntime
+
+
 # -- command line ------------------------------------------------------------------------------------
-def _stop_list(text: str) -> list[str]:
-    import argparse
-
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"--stop is not valid JSON ({err.msg})") from None
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise argparse.ArgumentTypeError("--stop must be a JSON list of non-empty strings")
-    return value
-
-
 def _supervisor(args) -> Supervisor:
-    from ifplay.generation.backends import parse_options
-
-    return Supervisor(args.model, args.backend, args.batch_size, args.max_prompt_tokens, args.threads,
-                      parse_options(args.backend_options))
-
-
-def _params(args, n: int | None = None) -> SamplingParams:
-    return SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                          n=n if n is not None else args.n, seed=args.seed, stop=tuple(args.stop))
+    if not args.model:
+        raise SettingsError("the supervisor's calls (settings.config.augment) need --model")
+    config, runtime = args.settings.config, args.settings.runtime
+    return Supervisor(args.model, config.backend, runtime.batch_size, runtime.max_prompt_tokens, args.threads,
+                      runtime.backend_options)
 
 
 def _with_supervisor(args, run: Callable[[Supervisor], dict]) -> None:
@@ -596,91 +954,98 @@ def _with_supervisor(args, run: Callable[[Supervisor], dict]) -> None:
 
 
 def _cmd_instructions(args) -> None:
-    supervisor = _supervisor(args) if args.rounds else None
-    try:
-        counts = augment_instructions(args.seeds, args.out, args.counts, supervisor, args.template, args.rounds,
-                                      args.seeds_per_prompt, args.ask, _params(args), args.seed, args.seed_limit)
-    finally:
-        if supervisor:
-            supervisor.close()
-    print(json.dumps(counts))
+    config, runtime = args.settings.config, args.settings.runtime
+    augment = config.augment
+    if augment is None:  # the seeds only
+        counts = augment_instructions(runtime.seeds, args.out, args.counts, None, None, 0, 0, 0, SamplingParams(),
+                                      seed_limit=config.seeds.limit)
+        print(json.dumps(counts))
+        return
+    _with_supervisor(args, lambda s: augment_instructions(
+        runtime.seeds, args.out, args.counts, s, runtime.template, augment.rounds, augment.seeds_per_prompt,
+        augment.ask, augment.params(config.seed), config.seed, config.seeds.limit))
 
 
 def _cmd_verifiers(args) -> None:
-    _with_supervisor(args, lambda s: generate_verifiers(args.instructions, args.out, args.counts, s, args.template,
-                                                        _params(args), args.examples, args.shots))
+    config, runtime = args.settings.config, args.settings.runtime
+    _with_supervisor(args, lambda s: generate_verifiers(args.instructions, args.out, args.counts, s, runtime.template,
+                                                        config.verifiers.params(config.seed), runtime.examples,
+                                                        config.verifiers.shots))
 
 
 def _cmd_crossval(args) -> None:
-    settings = autoif.CrossValidation(not args.keep_all, args.case_agreement, args.function_accuracy,
-                                      args.min_functions, args.min_cases)
-    print(json.dumps(cross_validation(args.verifiers, args.out, args.counts, settings, args.timeout, args.memory_mb,
-                                      args.workers)))
+    config = args.settings.config
+    print(json.dumps(cross_validation(args.verifiers, args.out, args.counts, config.cross_validation.filter(),
+                                      config.sandbox.timeout, config.sandbox.memory_mb, args.threads)))
 
 
 def _cmd_backtranslate(args) -> None:
-    nli_params = SamplingParams(temperature=0.0, max_new_tokens=args.nli_max_new_tokens, seed=args.seed)
-    _with_supervisor(args, lambda s: back_translate(args.instructions, args.out, args.counts, s, args.template,
-                                                    args.functions, _params(args, 1), args.nli, args.nli_template,
-                                                    args.nli_model, nli_params))
+    config, runtime = args.settings.config, args.settings.runtime
+    bt = config.back_translation
+    params = SamplingParams(temperature=0.0, max_new_tokens=bt.max_new_tokens, seed=config.seed)  # greedy
+    nli_params = SamplingParams(temperature=0.0, max_new_tokens=NLI_MAX_NEW_TOKENS, seed=config.seed)
+    _with_supervisor(args, lambda s: back_translate(
+        args.instructions, args.out, args.counts, s, runtime.template, bt.functions, params, bt.nli,
+        getattr(runtime, "nli_template", None), getattr(runtime, "nli_model", None), nli_params))
 
 
 def _cmd_queries(args) -> None:
-    print(json.dumps(make_queries(args.instructions, args.queries, args.out, args.counts, args.template,
-                                  args.per_instruction, args.min_chars, args.max_chars, args.seed)))
+    config, runtime = args.settings.config, args.settings.runtime
+    queries = config.queries
+    print(json.dumps(make_queries(args.instructions, runtime.source, args.out, args.counts, runtime.template,
+                                  queries.per_instruction, queries.min_chars, queries.max_chars, config.seed)))
 
 
 def _cmd_responses(args) -> None:
-    _with_supervisor(args, lambda s: sample_responses(args.queries, args.out, s, _params(args)))
+    config = args.settings.config
+    _with_supervisor(args, lambda s: sample_responses(args.queries, args.out, s, config.responses.params(config.seed)))
 
 
 def _cmd_verify_responses(args) -> None:
-    print(json.dumps(verify_responses(args.input, args.out, args.counts, args.threshold, args.timeout,
-                                      args.memory_mb, args.workers)))
+    config = args.settings.config
+    print(json.dumps(verify_responses(args.input, args.out, args.counts, config.rejection.threshold,
+                                      config.sandbox.timeout, config.sandbox.memory_mb, args.threads)))
 
 
 def _cmd_score(args) -> None:
-    _with_supervisor(args, lambda s: score_responses(args.verified, args.out, args.counts, s, args.template,
-                                                     args.min_score, _params(args)))
+    config, runtime = args.settings.config, args.settings.runtime
+    _with_supervisor(args, lambda s: score_responses(args.verified, args.out, args.counts, s, runtime.template,
+                                                     config.quality.min_score, config.quality.params(config.seed)))
 
 
 def _cmd_data(args) -> None:
+    config = args.settings.config
+    pairs = config.pairs
     print(json.dumps(build_data(args.verified, args.scored, args.sft, args.pairs, args.queries, args.counts,
-                                args.chosen_min, args.rejected_max, args.pairs_per_side, args.instruction_level,
-                                args.seed)))
+                                pairs.chosen_min, pairs.rejected_max, pairs.per_side, pairs.instruction_level,
+                                config.seed)))
 
 
 def _cmd_prompts(args) -> None:
-    print(json.dumps(spar_prompts(args.queries, args.out, args.limit)))
+    print(json.dumps(spar_prompts(args.queries, args.out, args.settings.config.limit)))
 
 
 def _cmd_online_pairs(args) -> None:
-    print(json.dumps(online_pairs(args.queries, args.samples, args.out, args.counts, args.chosen_min,
-                                  args.rejected_max, args.pairs_per_side, args.timeout, args.memory_mb, args.seed,
-                                  args.workers)))
+    config = args.settings.config
+    pairs = config.pairs
+    print(json.dumps(online_pairs(args.queries, args.samples, args.out, args.counts, pairs.chosen_min,
+                                  pairs.rejected_max, pairs.per_side, config.sandbox.timeout,
+                                  config.sandbox.memory_mb, config.seed, args.threads)))
 
 
 def add_cli(sub) -> None:
-    """Register the ``autoif-*`` subcommands."""
+    """Register the ``autoif-*`` subcommands: files as flags, the stage's settings as ``--settings``."""
+    from ifplay.core import settings
 
-    def model_args(p, n=1, temperature=0.7, max_new_tokens=256, required=True):
-        p.add_argument("--model", required=required, help="supervisor checkpoint directory")
-        p.add_argument("--backend", default="transformers")
-        p.add_argument("--backend-options", default=None, help="JSON object of backend settings (config backend.vllm / backend.openai)")
-        p.add_argument("--batch-size", type=int, default=16)
-        p.add_argument("--max-prompt-tokens", type=int, default=2048)
-        p.add_argument("--threads", type=int, default=None)
-        p.add_argument("--n", type=int, default=n, help="samples per prompt")
-        p.add_argument("--temperature", type=float, default=temperature)
-        p.add_argument("--top-p", type=float, default=1.0)
-        p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--stop", type=_stop_list, default=[], help='JSON list of stop strings, e.g. \'["\\n"]\'')
+    def model(p, required=True):
+        p.add_argument("--model", required=required,
+                       help="supervisor checkpoint directory" + ("" if required else " (with augmentation)"))
 
-    def sandbox_args(p):
-        p.add_argument("--timeout", type=float, default=2.0, help="wall-clock seconds per verifier call")
-        p.add_argument("--memory-mb", type=int, default=512, help="address-space limit per sandbox worker")
-        p.add_argument("--workers", type=int, default=None, help="sandbox worker processes (default: one per core)")
+    def threads(p, what="CPU threads of the supervisor's backend"):
+        p.add_argument("--threads", type=int, required=True, help=f"{what} (the rule's threads)")
+
+    def sandbox_threads(p):
+        threads(p, "sandbox worker processes")
 
     def files(p, *names):
         for name in names:
@@ -688,105 +1053,82 @@ def add_cli(sub) -> None:
         p.add_argument("--counts", required=True, help="counts JSON: kept and dropped")
 
     p = sub.add_parser("autoif-instructions", help="AutoIF: seed instructions + supervisor augmentations")
-    p.add_argument("--seeds", required=True, help="seed instructions, one per line")
-    p.add_argument("--seed-limit", type=int, default=0, help="use the first N seeds (0 = all)")
-    p.add_argument("--template", default=None, help="augmentation prompt template ({seeds} {n})")
-    p.add_argument("--rounds", type=int, default=0, help="augmentation prompts (0 = seeds only)")
-    p.add_argument("--seeds-per-prompt", type=int, default=8)
-    p.add_argument("--ask", type=int, default=10, help="new instructions asked for per prompt")
-    model_args(p, temperature=0.9, required=False)
+    model(p, required=False)
     files(p, "out")
+    settings.add_argument(p, InstructionsSettings)
+    threads(p)
     p.set_defaults(func=_cmd_instructions)
 
     p = sub.add_parser("autoif-verifiers", help="AutoIF: K verification functions + test cases per instruction")
+    model(p)
     p.add_argument("--instructions", required=True)
-    p.add_argument("--template", required=True, help="verifier prompt template ({instruction}, with --examples also {examples})")
-    p.add_argument("--examples", default=None, help="worked examples JSONL (instruction, func, cases) for few-shot prompts")
-    p.add_argument("--shots", type=int, default=3, help="examples shown per instruction (the most similar ones)")
-    model_args(p, n=4)
     files(p, "out")
+    settings.add_argument(p, VerifiersSettings)
+    threads(p)
     p.set_defaults(func=_cmd_verifiers)
 
     p = sub.add_parser("autoif-crossval", help="AutoIF: cross-validate functions and test cases (sandbox)")
     p.add_argument("--verifiers", required=True)
-    p.add_argument("--case-agreement", type=float, default=0.5)
-    p.add_argument("--function-accuracy", type=float, default=0.5)
-    p.add_argument("--min-functions", type=int, default=1)
-    p.add_argument("--min-cases", type=int, default=1)
-    p.add_argument("--keep-all", action="store_true", help="no filter: keep every compiled function and case")
-    sandbox_args(p)
     files(p, "out")
+    settings.add_argument(p, CrossvalSettings)
+    sandbox_threads(p)
     p.set_defaults(func=_cmd_crossval)
 
     p = sub.add_parser("autoif-backtrans", help="AutoIF: back-translate functions, drop NLI contradictions")
+    model(p)
     p.add_argument("--instructions", required=True)
-    p.add_argument("--template", required=True, help="back-translation prompt template ({function})")
-    p.add_argument("--functions", type=int, default=3, help="functions back-translated per instruction")
-    p.add_argument("--nli", choices=["llm", "classifier"], default="llm")
-    p.add_argument("--nli-template", default=None, help="LLM NLI prompt template ({premise} {hypothesis})")
-    p.add_argument("--nli-model", default=None, help="NLI classifier checkpoint (--nli classifier)")
-    p.add_argument("--nli-max-new-tokens", type=int, default=8)
-    model_args(p, temperature=0.0, max_new_tokens=64)
     files(p, "out")
+    settings.add_argument(p, BacktransSettings)
+    threads(p)
     p.set_defaults(func=_cmd_backtranslate)
 
     p = sub.add_parser("autoif-queries", help="AutoIF: pair each instruction with user queries")
     p.add_argument("--instructions", required=True)
-    p.add_argument("--queries", required=True, help="builtin:autoif or a ShareGPT-style JSONL/JSON")
-    p.add_argument("--template", required=True, help="query prompt template ({instruction} {query})")
-    p.add_argument("--per-instruction", type=int, default=16)
-    p.add_argument("--min-chars", type=int, default=20)
-    p.add_argument("--max-chars", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
     files(p, "out")
+    settings.add_argument(p, QueriesSettings)
     p.set_defaults(func=_cmd_queries)
 
     p = sub.add_parser("autoif-responses", help="AutoIF: K supervisor responses per query (resumable)")
+    model(p)
     p.add_argument("--queries", required=True)
     p.add_argument("--out", required=True)
-    model_args(p, n=8)
+    settings.add_argument(p, ResponsesSettings)
+    threads(p)
     p.set_defaults(func=_cmd_responses)
 
     p = sub.add_parser("autoif-verified",
                        help="AutoIF: execution-feedback rejection sampling of query_rft-style JSONL (sandbox)")
     p.add_argument("--input", required=True, help="JSONL with eval_func and gpt-answer (AutoIF's query_rft format)")
-    p.add_argument("--threshold", type=float, default=0.5, help="keep responses with accuracy above this")
-    sandbox_args(p)
     files(p, "out")
+    settings.add_argument(p, VerifiedSettings)
+    sandbox_threads(p)
     p.set_defaults(func=_cmd_verify_responses)
 
     p = sub.add_parser("autoif-scored", help="AutoIF: supervisor quality scores, keep >= min score")
+    model(p)
     p.add_argument("--verified", required=True)
-    p.add_argument("--template", required=True, help="scoring prompt template ({instruction} {query} {response})")
-    p.add_argument("--min-score", type=float, default=8.0)
-    model_args(p, temperature=0.0, max_new_tokens=512)
     files(p, "out")
+    settings.add_argument(p, ScoredSettings)
+    threads(p)
     p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("autoif-data", help="AutoIF: SFT data, offline DPO pairs, online-DPO queries")
     p.add_argument("--verified", required=True)
     p.add_argument("--scored", default=None, help="quality scores (omit when the quality filter is off)")
-    p.add_argument("--chosen-min", type=float, default=0.5)
-    p.add_argument("--rejected-max", type=float, default=0.0)
-    p.add_argument("--pairs-per-side", type=int, default=2)
-    p.add_argument("--instruction-level", action="store_true", help="also pair test cases per instruction")
-    p.add_argument("--seed", type=int, default=0)
     files(p, "sft", "pairs", "queries")
+    settings.add_argument(p, DataSettings)
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("autoif-prompts", help="AutoIF's queries (with their functions) as SPaR's prompt pool")
     p.add_argument("--queries", required=True, help="autoif-data's queries.jsonl")
-    p.add_argument("--limit", type=int, default=0, help="the first N queries (0 = all)")
     p.add_argument("--out", required=True, help="prompt records JSONL")
+    settings.add_argument(p, PromptPoolSettings)
     p.set_defaults(func=_cmd_prompts)
 
     p = sub.add_parser("autoif-online-pairs", help="AutoIF: online DPO pairs from the policy's samples (sandbox)")
     p.add_argument("--queries", required=True)
     p.add_argument("--samples", required=True, help="ifplay generate output: key, response")
-    p.add_argument("--chosen-min", type=float, default=0.5)
-    p.add_argument("--rejected-max", type=float, default=0.0)
-    p.add_argument("--pairs-per-side", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    sandbox_args(p)
     files(p, "out")
+    settings.add_argument(p, OnlinePairsSettings)
+    sandbox_threads(p)
     p.set_defaults(func=_cmd_online_pairs)

@@ -107,8 +107,8 @@ def _cmd_launch(args) -> None:
 def add_cli(sub) -> None:
     """Register ``launch`` on the ``ifplay`` subparsers."""
     p = sub.add_parser("launch", help="run a training subcommand on the job's GPUs (accelerate/DeepSpeed, srun)")
-    p.add_argument("--gpus", type=int, default=0, help="GPUs per node of this job")
-    p.add_argument("--nodes", type=int, default=1, help="nodes of this job")
+    p.add_argument("--gpus", type=int, required=True, help="GPUs per node of this job (resources.<group>.gpus)")
+    p.add_argument("--nodes", type=int, required=True, help="nodes of this job (resources.<group>.nodes)")
     p.add_argument("--accelerate-config", default=str(ACCELERATE_CONFIG),
                    help="accelerate config for more than one GPU (default: the repository's DeepSpeed ZeRO-3)")
     p.add_argument("command", nargs="+", help="the ifplay subcommand and its arguments (after --)")

@@ -8,8 +8,9 @@ the shape as a dataclass with the two fields ``config`` and ``runtime``; :func:`
 refuses a missing key, an unknown key or a value of the wrong type, naming the key's path. The
 dataclasses have **no defaults**: the one set of defaults is ``config/default.yaml``.
 
-By hand, ``ifplay plan --settings KIND`` prints the settings of each planned stage of that kind,
-ready to pass as ``--settings '...'`` or, saved to a file, as ``--settings @FILE``.
+By hand, ``ifplay plan [--configfile ...] --settings KIND`` prints the settings of the first planned
+stage of that kind (or ``--settings KEY``: of that stage), ready to pass as ``--settings "$(...)"``
+or, saved to a file, as ``--settings @FILE``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,14 @@ import dataclasses
 import json
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
+
+
+@dataclass(frozen=True)
+class NoRuntime:
+    """The runtime of a stage that has no runtime settings."""
 
 
 class SettingsError(ValueError):
@@ -123,5 +130,5 @@ def add_argument(parser, cls: type) -> None:
     parts = [f"{name}: {', '.join(fields(hints[name]))}" for name in fields(cls) if dataclasses.is_dataclass(hints[name])]
     parser.add_argument("--settings", required=True, metavar="JSON|@FILE",
                         help="the stage's settings, {\"config\": ..., \"runtime\": ...} (" + "; ".join(parts)
-                        + "); `ifplay plan --settings KIND` prints them for each planned stage")
+                        + "); `ifplay plan --settings KIND|KEY` prints a planned stage's")
     parser.set_defaults(settings_class=cls)

@@ -21,13 +21,14 @@ make ``tables/inference_scaling.csv`` and ``figures/inference_scaling.png`` of a
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ifplay.scoring.ifeval import METRICS, SHORT
 from ifplay.core.records import atomic_path, read_json
-from ifplay.spar.stages import tree_root
+from ifplay.core.settings import NoRuntime
+from ifplay.spar.stages import JudgeConfig, Search, SearchRuntime, tree_root
 from ifplay.spar.tree_search import SearchResult, TreeSearch
 
 if TYPE_CHECKING:  # pandas only where tables are made: the command line also runs in .venv-vllm
@@ -177,6 +178,37 @@ def plot_scaling(table: pd.DataFrame, path: str | Path, title: str) -> Path:
     return path
 
 
+# -- stage settings (ifplay.core.settings) ------------------------------------------------------
+@dataclass(frozen=True)
+class BestOfNConfig:
+    budget: int  # N: samples per prompt to choose from
+
+
+@dataclass(frozen=True)
+class BestOfNSettings:
+    """``ifplay scaling-best-of-n --settings``."""
+
+    config: BestOfNConfig
+    runtime: NoRuntime
+
+
+@dataclass(frozen=True)
+class ScalingSearchConfig:
+    budget: int  # responses generated per prompt: the greedy answer + at most budget-1 refinements
+    search: Search
+    judge: JudgeConfig
+    backend: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class ScalingSearchSettings:
+    """``ifplay scaling-search --settings``."""
+
+    config: ScalingSearchConfig
+    runtime: SearchRuntime
+
+
 # -- command line -----------------------------------------------------------------------------
 def _cmd_best_of_n(args) -> None:
     import json
@@ -184,7 +216,8 @@ def _cmd_best_of_n(args) -> None:
     from ifplay.core.records import read_jsonl, write_json, write_jsonl
     from ifplay.spar.stages import JUDGED_FIELDS
 
-    answers = best_of_n(read_jsonl(args.judged, required=JUDGED_FIELDS), args.budget, source=args.judged)
+    budget = args.settings.config.budget
+    answers = best_of_n(read_jsonl(args.judged, required=JUDGED_FIELDS), budget, source=args.judged)
     write_jsonl(args.out, answers)
     counts = answer_counts(answers)
     write_json(args.counts, counts)
@@ -196,29 +229,29 @@ def _cmd_search(args) -> None:
 
     from ifplay.generation.templates import load_template
     from ifplay.core.records import read_jsonl, write_json, write_jsonl
-    from ifplay.spar.stages import JUDGED_FIELDS, judge_from_args, refiner_backend
-    from ifplay.spar.tree_search import SearchConfig
+    from ifplay.spar.stages import JUDGED_FIELDS, refiner_backend, stage_judge
 
+    config, runtime = args.settings.config, args.settings.runtime
+    budget, search_settings = config.budget, config.search
     prompts = {p["key"]: p for p in read_jsonl(args.prompts, required=("key", "prompt"))}
     judged = read_jsonl(args.judged, required=JUDGED_FIELDS)
     unknown = [r["key"] for r in judged if r["key"] not in prompts]
     if unknown:
         raise ValueError(f"{args.judged}: answers to prompt keys not in {args.prompts}: {unknown[:5]}")
-    refinements = args.budget - 1
+    refinements = budget - 1
     search = None
     counts: dict = {}
-    if refinements >= args.branch:  # at least one expansion fits
-        settings = {f.name: getattr(args, f.name) for f in fields(SearchConfig) if f.name != "budget"}
-        config = SearchConfig(**settings, budget=refinements)
-        backend = refiner_backend(args)
-        with judge_from_args(args, backend) as judge:
-            search = TreeSearch(backend, judge, load_template(args.refine_template, "refine"), config)
-            answers, results = refine_answers(judged, prompts, args.budget, args.end_gate, search, args.trees)
+    if refinements >= search_settings.branch:  # at least one expansion fits
+        backend = refiner_backend(config.backend, runtime, args.refiner, args.threads)
+        with stage_judge(config, runtime, backend, args.threads) as judge:
+            search = TreeSearch(backend, judge, load_template(runtime.refine_template, "refine"),
+                                search_settings.tree(refinements, config.seed))
+            answers, results = refine_answers(judged, prompts, budget, search_settings.end_gate, search, args.trees)
             counts = {"refiner_calls": search.backend_calls, "judge_calls": search.judge_calls}
     else:
-        log.info("budget %d leaves no room for an expansion of %d refinements: greedy answers", args.budget,
-                 args.branch)
-        answers, results = refine_answers(judged, prompts, args.budget, args.end_gate, None)
+        log.info("budget %d leaves no room for an expansion of %d refinements: greedy answers", budget,
+                 search_settings.branch)
+        answers, results = refine_answers(judged, prompts, budget, search_settings.end_gate, None)
     if not results:  # else the search wrote its journal there
         write_jsonl(args.trees, [])
     write_jsonl(args.out, answers)
@@ -229,23 +262,23 @@ def _cmd_search(args) -> None:
 
 def add_cli(sub) -> None:
     """Register ``scaling-best-of-n`` and ``scaling-search`` on the ``ifplay`` subparsers."""
-    from ifplay.spar.stages import add_judge_args, add_search_args
+    from ifplay.core import settings
+    from ifplay.spar.stages import add_threads_argument
 
     p = sub.add_parser("scaling-best-of-n", help="inference scaling: the refiner's pick of the first N judged samples")
     p.add_argument("--judged", required=True, help="judgements output over k >= N samples per prompt")
-    p.add_argument("--budget", type=int, required=True, help="N: samples per prompt to choose from")
     p.add_argument("--out", required=True, help="answers JSONL (key, prompt, response, sample, value, generations)")
     p.add_argument("--counts", required=True, help="counts JSON")
+    settings.add_argument(p, BestOfNSettings)
     p.set_defaults(func=_cmd_best_of_n)
 
     p = sub.add_parser("scaling-search", help="inference scaling: tree-search refinement of judged greedy answers")
     p.add_argument("--prompts", required=True)
     p.add_argument("--judged", required=True, help="judgements output over the greedy answers")
-    p.add_argument("--budget", type=int, required=True,
-                   help="responses generated per prompt: the greedy answer + at most budget-1 refinements")
+    p.add_argument("--refiner", required=True, help="refiner checkpoint (refines and judges)")
     p.add_argument("--out", required=True, help="answers JSONL (key, prompt, response, value, how, generations)")
     p.add_argument("--trees", required=True, help="search trees JSONL")
     p.add_argument("--counts", required=True, help="counts JSON")
-    add_search_args(p, budget=False)
-    add_judge_args(p)
+    settings.add_argument(p, ScalingSearchSettings)
+    add_threads_argument(p)
     p.set_defaults(func=_cmd_search)

@@ -63,10 +63,11 @@ def evaluate_judge(prompts_path: str, responses_path: str, out: str, judge: Judg
 
 def _cmd_judge_eval(args) -> None:
     from ifplay.judging.judge import make_judge
-    from ifplay.spar.stages import judge_from_args, refiner_backend
+    from ifplay.spar.stages import refiner_backend, stage_judge
 
-    backend = refiner_backend(args)
-    with judge_from_args(args, backend) as judge, make_judge("verifier") as oracle:
+    config, runtime = args.settings.config, args.settings.runtime
+    backend = refiner_backend(config.backend, runtime, args.refiner, args.threads)
+    with stage_judge(config, runtime, backend, args.threads) as judge, make_judge("verifier") as oracle:
         result = evaluate_judge(args.prompts, args.responses, args.out, judge, oracle)
     if args.per_item:
         write_jsonl(args.per_item, result.pop("per_item"))
@@ -78,13 +79,16 @@ def _cmd_judge_eval(args) -> None:
 
 def add_cli(sub) -> None:
     """Register ``judge-eval`` on the ``ifplay`` subparsers."""
-    from ifplay.spar.stages import add_judge_args
+    from ifplay.core import settings
+    from ifplay.spar.stages import JudgeSettings, add_threads_argument
 
     p = sub.add_parser("judge-eval", help="the refiner as a judge vs the verifier oracle on held-out responses")
     p.add_argument("--prompts", required=True, help="IFEval-style prompt records (instruction ids and kwargs)")
     p.add_argument("--responses", required=True, help="held-out responses JSONL (key, prompt, response)")
+    p.add_argument("--refiner", required=True, help="the refiner checkpoint that judges")
     p.add_argument("--out", required=True, help="the refiner's voted judgements JSONL")
     p.add_argument("--metrics", required=True, help="accuracy / precision / recall / F1 JSON")
     p.add_argument("--per-item", help="per-response label and oracle label JSONL")
-    add_judge_args(p)
+    settings.add_argument(p, JudgeSettings)
+    add_threads_argument(p)
     p.set_defaults(func=_cmd_judge_eval)

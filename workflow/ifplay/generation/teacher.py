@@ -9,7 +9,11 @@ cache hits, prompt and completion tokens), so every teacher stage writes a ``usa
 
 from __future__ import annotations
 
-from ifplay.generation.backends import Backend, Conversation, SamplingParams, make_backend, parse_options
+from dataclasses import dataclass
+
+from ifplay.core.settings import SettingsError
+from ifplay.generation.backends import (Backend, BackendRuntime, Conversation, SamplingParams, make_backend,
+                                       parse_options)
 
 
 class Teacher(Backend):
@@ -52,17 +56,28 @@ def make_teacher(backend: str, model: str, options: str | dict | None = None, *,
                                 threads=threads, options=options), model)
 
 
-def add_teacher_args(p) -> None:
-    """The command-line flags that build a teacher."""
-    p.add_argument("--teacher", required=True,
-                   help="teacher checkpoint directory, or (backend openai) the served model's name")
-    p.add_argument("--backend", default="transformers", help="the teacher's backend")
-    p.add_argument("--backend-options", default=None, help="JSON object of the backend's settings")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-prompt-tokens", type=int, default=2048)
-    p.add_argument("--threads", type=int, default=None)
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The ``teacher`` of a teacher stage's slice: its backend, and the model a server serves under
+    that name (null: the teacher is a checkpoint, the stage's ``teacher`` input, whose key says which)."""
+
+    backend: str
+    model: str | None
 
 
-def teacher_from_args(args) -> Teacher:
-    return make_teacher(args.backend, args.teacher, args.backend_options, batch_size=args.batch_size,
-                        max_prompt_tokens=args.max_prompt_tokens, threads=args.threads)
+def add_teacher_argument(p) -> None:
+    """``--teacher``: the teacher's checkpoint directory (a stage input; none for a served model)."""
+    p.add_argument("--teacher", default=None,
+                   help="teacher checkpoint directory (the stage's teacher input); without it the served model "
+                        "config.teacher.model")
+
+
+def teacher_from_settings(teacher: TeacherConfig, runtime: BackendRuntime, checkpoint: str | None,
+                          threads: int) -> Teacher:
+    """The teacher a stage's settings name: ``config.teacher``'s backend, the checkpoint ``--teacher``
+    (or the served model ``config.teacher.model``) and the runtime's batching and backend settings."""
+    model = checkpoint or teacher.model
+    if model is None:
+        raise SettingsError("settings.config.teacher.model is null: the teacher checkpoint (--teacher) is needed")
+    return make_teacher(teacher.backend, model, runtime.backend_options, batch_size=runtime.batch_size,
+                        max_prompt_tokens=runtime.max_prompt_tokens, threads=threads)

@@ -41,11 +41,20 @@ import sys
 import tempfile
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
 from ifplay.sandbox import worker as _policy
 from ifplay.core.records import RecordError, numbered_jsonl, write_jsonl
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """The sandbox's limits as stages take them (config ``autoif.sandbox``)."""
+
+    timeout: float  # wall-clock seconds per verifier call
+    memory_mb: int  # address-space limit per sandbox worker
 
 log = logging.getLogger(__name__)
 

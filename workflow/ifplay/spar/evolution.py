@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from ifplay.generation.backends import Backend, SamplingParams
+from ifplay.generation.backends import Backend, BackendRuntime, SamplingParams
+from ifplay.generation.teacher import TeacherConfig
 from ifplay.generation.templates import joined, template_turns
 from ifplay.core.records import Checkpoint
 
@@ -192,22 +193,65 @@ def load_seeds(source: str, limit: int | None = None, config_key: str = "prompt_
     return records[:limit] if limit else records
 
 
+# -- stage settings (ifplay.core.settings) ------------------------------------------------------
+@dataclass(frozen=True)
+class Evolution:
+    """``prompt_evolution``, as an evolved_prompts stage hashes it."""
+
+    seeds: dict  # the seed prompts' identity (builtin name and hash, hub id, a file's hash); source: runtime
+    limit: int | None  # the first N seeds; null = all
+    template: dict  # {"sha256": ...}: the evolution template's content (its path: runtime template)
+    categories: dict | None  # the taxonomy {group: {category: description}}; null = TAXONOMY
+    others: list[int]  # [min, max] other constraints
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    stop: list[str]
+
+    def sampling(self, seed: int) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
+                              seed=seed, stop=tuple(self.stop))
+
+
+@dataclass(frozen=True)
+class EvolvedPromptsConfig:
+    evolution: Evolution
+    teacher: TeacherConfig
+    seed: int
+
+
+@dataclass(frozen=True)
+class EvolvedPromptsRuntime(BackendRuntime):
+    """The teacher's backend settings, the seeds' source and the evolution template's path."""
+
+    source: str  # builtin:NAME, a JSONL (key, prompt) or hf:ORG/NAME (prompt_evolution.seeds)
+    template: str
+
+
+@dataclass(frozen=True)
+class EvolvedPromptsSettings:
+    """``ifplay evolved-prompts --settings``."""
+
+    config: EvolvedPromptsConfig
+    runtime: EvolvedPromptsRuntime
+
+
 # -- command line -----------------------------------------------------------------------------
 def _cmd_evolve(args) -> None:
     import json
 
     from ifplay.generation.templates import load_template
     from ifplay.core.records import write_json, write_jsonl
-    from ifplay.generation.teacher import teacher_from_args
+    from ifplay.generation.teacher import teacher_from_settings
 
-    template = load_template(args.template, "evolution")
-    taxonomy = json.loads(args.taxonomy) if args.taxonomy else TAXONOMY
-    seeds = load_seeds(args.seeds, args.limit)
-    params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                            seed=args.seed, stop=tuple(json.loads(args.stop)) if args.stop else ())
-    with teacher_from_args(args) as teacher:
-        kept, answers, counts = evolve_prompts(seeds, teacher, template, taxonomy, (args.min_others, args.max_others),
-                                               params, args.seed, args.evolved)
+    config, runtime = args.settings.config, args.settings.runtime
+    evolution = config.evolution
+    template = load_template(runtime.template, "evolution")
+    seeds = load_seeds(runtime.source, evolution.limit)
+    with teacher_from_settings(config.teacher, runtime, args.teacher, args.threads) as teacher:
+        kept, answers, counts = evolve_prompts(seeds, teacher, template, evolution.categories or TAXONOMY,
+                                               tuple(evolution.others), evolution.sampling(config.seed), config.seed,
+                                               args.evolved)
         usage = teacher.usage()
     write_jsonl(args.out, kept)
     write_json(args.counts, counts)
@@ -217,23 +261,15 @@ def _cmd_evolve(args) -> None:
 
 def add_cli(sub) -> None:
     """Register ``evolved-prompts`` on the ``ifplay`` subparsers."""
-    from ifplay.generation.teacher import add_teacher_args
+    from ifplay.core import settings
+    from ifplay.generation.teacher import add_teacher_argument
 
     p = sub.add_parser("evolved-prompts", help="SPaR: the teacher evolves seed prompts into constrained prompts")
-    p.add_argument("--seeds", required=True, help="builtin:NAME, a JSONL (key, prompt) or hf:ORG/NAME")
-    p.add_argument("--limit", type=int, default=0, help="the first N seeds; 0 = all")
-    p.add_argument("--template", required=True, help="evolution template (config/prompts/evolve.txt)")
-    p.add_argument("--taxonomy", default=None, help="JSON {group: {category: description}}; default: the paper's 14")
-    p.add_argument("--min-others", type=int, default=1)
-    p.add_argument("--max-others", type=int, default=3)
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=512)
-    p.add_argument("--stop", default=None, help="JSON list of strings that end the teacher's answer")
-    p.add_argument("--seed", type=int, default=0)
+    add_teacher_argument(p)
     p.add_argument("--out", required=True, help="kept prompts JSONL (key, prompt, constraints)")
     p.add_argument("--evolved", required=True, help="every teacher answer with its status (JSONL)")
     p.add_argument("--counts", required=True, help="counts JSON")
     p.add_argument("--usage", required=True, help="the teacher's usage JSON")
-    add_teacher_args(p)
+    settings.add_argument(p, EvolvedPromptsSettings)
+    p.add_argument("--threads", type=int, required=True, help="CPU threads (the rule's threads)")
     p.set_defaults(func=_cmd_evolve)

@@ -131,7 +131,7 @@ def add_spar(plan, base: Stage, actor: Stage, refiner: Stage) -> None:
         if heldout is None:
             return
         stage = plan.add(Stage("judge_eval", {"judge": judge_eval, "backend": backend, "seed": plan.config["seed"]},
-                               {**heldout, "refiner": model}, runtime={**runtime, **templates}))
+                               {**heldout, "refiner": model}, runtime={**runtime, "judge_template": judge_path}))
         plan.judge_evaluations.append(JudgeEvaluation(model_label, iteration, stage))
 
     score_judge(label if refiner is base else f"{label}-SFT", 0, refiner)
@@ -141,7 +141,7 @@ def add_spar(plan, base: Stage, actor: Stage, refiner: Stage) -> None:
         if judge["kind"] == "model":
             judge_inputs["refiner"] = refiner
         judged = plan.add(Stage("judgements", {"judge": judge, "backend": backend, "seed": plan.config["seed"]},
-                                judge_inputs, runtime={**runtime, **templates}))
+                                judge_inputs, runtime={**runtime, "judge_template": judge_path}))
         trees = plan.add(Stage("tree_search", {"judge": judge, "search": search, "backend": backend,
                                               "negatives_per_prompt": spar["negatives_per_prompt"],
                                               "seed": plan.config["seed"]},
@@ -158,15 +158,16 @@ def add_spar(plan, base: Stage, actor: Stage, refiner: Stage) -> None:
 
 
 def teacher_model(plan) -> tuple[dict, Stage | None, dict]:
-    """The teacher (``teacher``): its hashed identity, its checkpoint stage (None for a model served
-    over HTTP under its own name) and its runtime settings (backend, options, batch sizes)."""
+    """The teacher (``teacher``): its hashed identity (the backend; the model's name when a server
+    serves it), its checkpoint stage (None for a served model) and its runtime settings (batch sizes,
+    the teacher backend's options)."""
     teacher = plan.config["teacher"]
     backend = teacher["backend"] or plan.config["backend"]["name"]
-    runtime = {**plan.backend_runtime(), "backend": backend, "backend_options": plan.backend_options(backend)}
+    runtime = {**plan.backend_runtime(), "backend_options": plan.backend_options(backend)}
     if teacher["model"] is None:
         return {"backend": backend, "model": None}, plan.base, runtime
     if backend == "openai":
-        return {"backend": backend, "model": teacher["model"]}, None, {**runtime, "model": teacher["model"]}
+        return {"backend": backend, "model": teacher["model"]}, None, runtime
     return {"backend": backend, "model": None}, plan.other_model(teacher["model"], "teacher.model"), runtime
 
 

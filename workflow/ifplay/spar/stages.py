@@ -18,15 +18,19 @@ from __future__ import annotations
 import logging
 import random
 import statistics
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import Literal
 
 from tqdm.auto import tqdm
 
-from ifplay.judging.judge import Judge, VotedJudgement
-
-from ifplay.generation.templates import template_turns
+from ifplay.core import settings
 from ifplay.core.records import Checkpoint, read_jsonl
-from ifplay.spar.tree_search import SearchResult, TreeSearch, refine_turn
+from ifplay.core.settings import SettingsError
+from ifplay.generation.backends import Backend, BackendRuntime
+from ifplay.generation.templates import template_turns
+from ifplay.judging.judge import Judge, VotedJudgement, make_judge
+from ifplay.sandbox.runner import SandboxLimits
+from ifplay.spar.tree_search import SearchConfig, SearchResult, TreeSearch, refine_turn
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +128,17 @@ def search_counts(trees: list[dict]) -> dict:
 
 
 # -- 3. training data --------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class RFTMix:
-    """Caps on each kind of refiner training example (SPaR's official numbers as defaults)."""
+    """Caps on each kind of refiner training example (``spar.rft_mix``; SPaR's official numbers:
+    4000, 1500, 1000, 2500, 500, at most 9500)."""
 
-    refinements: int = 4000
-    tree_judgements_positive: int = 1500  # tree nodes with 0.5 < V < 1
-    tree_judgements_negative: int = 1000  # tree nodes with 0 < V < 0.5
-    sample_judgements_yes: int = 2500  # voted sample judgements, majority Yes with a dissenting vote
-    sample_judgements_no: int = 500
-    total: int = 9500
+    refinements: int
+    tree_judgements_positive: int  # tree nodes with 0.5 < V < 1
+    tree_judgements_negative: int  # tree nodes with 0 < V < 0.5
+    sample_judgements_yes: int  # voted sample judgements, majority Yes with a dissenting vote
+    sample_judgements_no: int
+    total: int
 
 
 def _user(text: str) -> dict:
@@ -263,71 +268,196 @@ def pair_statistics(pairs: list[dict]) -> dict:
             "mean_length_difference_words": round(statistics.fmean(diffs), 2) if diffs else None}
 
 
+# -- stage settings (ifplay.core.settings) ------------------------------------------------------
+@dataclass(frozen=True)
+class VotingJudge:
+    """A model judge's votes (``spar.judge``, the teacher's ``sft.teacher_data.judge``): ``votes``
+    critiques per response with their own sampling, tied votes drawn again up to ``tie_resamples``
+    times."""
+
+    template: dict  # {"sha256": ...}: the judge template's content (its path: runtime judge_template)
+    votes: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    tie_resamples: int
+
+    def params(self, seed: int) -> dict:
+        """:class:`~ifplay.judging.judge.ModelJudge`'s keyword arguments."""
+        return {"votes": self.votes, "temperature": self.temperature, "top_p": self.top_p,
+                "max_new_tokens": self.max_new_tokens, "seed": seed, "tie_resamples": self.tie_resamples}
+
+
+@dataclass(frozen=True)
+class ModelJudgeConfig(VotingJudge):
+    """``judge`` of kind model: the refiner votes."""
+
+    kind: Literal["model"]
+
+    def make(self, refiner: Backend | None, template_path: str, seed: int, threads: int) -> Judge:
+        if refiner is None:
+            raise SettingsError("the model judge (settings.config.judge.kind: model) needs the refiner checkpoint "
+                                "(--refiner)")
+        return make_judge("model", refiner, template_path, **self.params(seed))
+
+
+@dataclass(frozen=True)
+class VerifierJudgeConfig:
+    """``judge`` of kind verifier on IFEval-style prompts: lm-eval's checkers (nothing to set)."""
+
+    kind: Literal["verifier"]
+
+    def make(self, refiner: Backend | None, template_path: str, seed: int, threads: int) -> Judge:
+        return make_judge("verifier", workers=threads, **self.limits())  # a sandbox worker per thread
+
+    def limits(self) -> dict:
+        return {}
+
+
+@dataclass(frozen=True)
+class SandboxVerifierJudgeConfig(VerifierJudgeConfig):
+    """``judge`` of kind verifier on AutoIF's queries: their verification functions, run in the
+    sandbox with AutoIF's limits."""
+
+    sandbox: SandboxLimits
+
+    def limits(self) -> dict:
+        return {"timeout": self.sandbox.timeout, "memory_mb": self.sandbox.memory_mb}
+
+
+#: A stage's ``judge``, told apart by its keys.
+JudgeConfig = ModelJudgeConfig | VerifierJudgeConfig | SandboxVerifierJudgeConfig
+
+
+@dataclass(frozen=True)
+class Refine:
+    """The refiner's decoding (``spar.search``'s, the teacher's ``sft.teacher_data.refine``)."""
+
+    template: dict  # {"sha256": ...}: the refine template's content (its path: runtime refine_template)
+    output_format: Literal["markers", "plain"]
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+
+    def sampling(self) -> dict:
+        """The refiner's fields of :class:`~ifplay.spar.tree_search.SearchConfig`."""
+        return {"output_format": self.output_format, "temperature": self.temperature, "top_p": self.top_p,
+                "max_new_tokens": self.max_new_tokens}
+
+
+@dataclass(frozen=True)
+class Search(Refine):
+    """The tree search without its budget (``spar.search`` with ``eval.inference_scaling.search``'s
+    overrides: scaling-search, whose budget is the stage's own)."""
+
+    algorithm: Literal["bfs", "dfs"]
+    branch: int
+    select: int
+    max_depth: int
+    end_gate: float
+    selection: Literal["greedy", "sampled"]
+
+    def tree(self, budget: int, seed: int) -> SearchConfig:
+        return SearchConfig(algorithm=self.algorithm, branch=self.branch, select=self.select, max_depth=self.max_depth,
+                            budget=budget, end_gate=self.end_gate, selection=self.selection, seed=seed,
+                            **self.sampling())
+
+
+@dataclass(frozen=True)
+class BudgetedSearch(Search):
+    """The tree search (``spar.search``): at most ``budget`` refinements per tree."""
+
+    budget: int
+
+
+@dataclass(frozen=True)
+class JudgeRuntime(BackendRuntime):
+    """The refiner's backend settings and the judge template's path (the verifier reads none)."""
+
+    judge_template: str
+
+
+@dataclass(frozen=True)
+class SearchRuntime(JudgeRuntime):
+    refine_template: str
+
+
+@dataclass(frozen=True)
+class JudgeStageConfig:
+    """The slice of a stage that judges responses (judgements, judge_eval)."""
+
+    judge: JudgeConfig
+    backend: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """``ifplay judgements --settings`` (and ``judge-eval``'s)."""
+
+    config: JudgeStageConfig
+    runtime: JudgeRuntime
+
+
+@dataclass(frozen=True)
+class TreeSearchConfig:
+    judge: JudgeConfig
+    search: BudgetedSearch
+    backend: str
+    negatives_per_prompt: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class TreeSearchSettings:
+    """``ifplay tree-search --settings``."""
+
+    config: TreeSearchConfig
+    runtime: SearchRuntime
+
+
+@dataclass(frozen=True)
+class SparDataConfig:
+    rft_mix: RFTMix
+    judge_template: dict  # {"sha256": ...}: the judge template's content (its path: runtime)
+    refine_template: dict  # {"sha256": ...}: the refine template's content (its path: runtime)
+    seed: int
+
+
+@dataclass(frozen=True)
+class Templates:
+    """The paths of SPaR's judge and refine templates."""
+
+    judge_template: str
+    refine_template: str
+
+
+@dataclass(frozen=True)
+class SparDataSettings:
+    """``ifplay spar-data --settings``."""
+
+    config: SparDataConfig
+    runtime: Templates
+
+
+def refiner_backend(backend: str, runtime: BackendRuntime, refiner: str | None, threads: int) -> Backend | None:
+    """The refiner checkpoint ``refiner`` on ``backend`` (None without one)."""
+    return runtime.make(backend, refiner, threads) if refiner else None
+
+
+def stage_judge(config, runtime: JudgeRuntime, refiner: Backend | None, threads: int) -> Judge:
+    """The judge of a stage's slice ``config`` (its ``judge`` and ``seed``)."""
+    return config.judge.make(refiner, runtime.judge_template, config.seed, threads)
+
+
 # -- command line (registered by ifplay.cli) ---------------------------------------------------
-def add_judge_args(p) -> None:
-    p.add_argument("--judge", required=True, choices=["model", "verifier"], help="who judges")
-    p.add_argument("--refiner", help="refiner checkpoint (the model judge and the tree search use it)")
-    p.add_argument("--judge-template", help="judge prompt template (model judge)")
-    p.add_argument("--votes", type=int, default=5)
-    p.add_argument("--judge-temperature", type=float, default=0.7)
-    p.add_argument("--judge-top-p", type=float, default=1.0)
-    p.add_argument("--judge-max-new-tokens", type=int, default=2048)
-    p.add_argument("--tie-resamples", type=int, default=3, help="re-draw tied votes up to this many times")
-    p.add_argument("--verifier-timeout", type=float, default=3.0,
-                   help="verifier judge: wall-clock seconds per AutoIF verification function call")
-    p.add_argument("--verifier-memory-mb", type=int, default=512,
-                   help="verifier judge: address-space limit per sandbox worker")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="transformers")
-    p.add_argument("--backend-options", default=None, help="JSON object of backend settings (config backend.vllm / backend.openai)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-prompt-tokens", type=int, default=2048)
-    p.add_argument("--threads", type=int, default=None)
-
-
-def add_search_args(p, budget: bool = True) -> None:
-    """The tree-search flags (SearchConfig's fields; defaults: SPaR's official settings)."""
-    p.add_argument("--refine-template", required=True)
-    p.add_argument("--algorithm", default="bfs", choices=["bfs", "dfs"])
-    p.add_argument("--branch", type=int, default=3)
-    p.add_argument("--select", type=int, default=2)
-    p.add_argument("--max-depth", type=int, default=3)
-    if budget:
-        p.add_argument("--budget", type=int, default=1000)
-    p.add_argument("--end-gate", type=float, default=0.5)
-    p.add_argument("--selection", default="greedy", choices=["greedy", "sampled"])
-    p.add_argument("--temperature", type=float, default=0.7, help="refiner temperature")
-    p.add_argument("--top-p", type=float, default=1.0, help="refiner top_p")
-    p.add_argument("--max-new-tokens", type=int, default=3072, help="refiner token budget")
-    p.add_argument("--output-format", default="markers", choices=["markers", "plain"])
-
-
-def refiner_backend(args):
-    from ifplay.generation.backends import make_backend, parse_options
-
-    if not args.refiner:
-        return None
-    return make_backend(args.backend, args.refiner, batch_size=args.batch_size,
-                        max_prompt_tokens=args.max_prompt_tokens, threads=args.threads,
-                        options=parse_options(args.backend_options))
-
-
-def judge_from_args(args, backend):
-    from ifplay.judging.judge import make_judge
-
-    if args.judge == "verifier":  # sandbox workers (AutoIF functions): one per thread of the job
-        return make_judge("verifier", timeout=args.verifier_timeout, memory_mb=args.verifier_memory_mb,
-                          workers=args.threads)
-    return make_judge("model", backend, args.judge_template, votes=args.votes, temperature=args.judge_temperature,
-                      top_p=args.judge_top_p, max_new_tokens=args.judge_max_new_tokens, seed=args.seed,
-                      tie_resamples=args.tie_resamples)
-
-
 def _cmd_judge(args) -> None:
     import json
 
-    backend = refiner_backend(args) if args.judge == "model" else None
-    with judge_from_args(args, backend) as judge:
+    config, runtime = args.settings.config, args.settings.runtime
+    refiner = args.refiner if isinstance(config.judge, ModelJudgeConfig) else None
+    backend = refiner_backend(config.backend, runtime, refiner, args.threads)
+    with stage_judge(config, runtime, backend, args.threads) as judge:
         judged = judge_responses(args.prompts, args.responses, args.out, judge)
     print(json.dumps(judgement_counts(judged)))
 
@@ -337,15 +467,15 @@ def _cmd_search(args) -> None:
 
     from ifplay.generation.templates import load_template
     from ifplay.core.records import write_json
-    from ifplay.spar.tree_search import SearchConfig
 
+    config, runtime = args.settings.config, args.settings.runtime
     prompts = {p["key"]: p for p in read_jsonl(args.prompts, required=("key", "prompt"))}
     judged = read_jsonl(args.judged, required=JUDGED_FIELDS)
-    roots = mine_negatives(judged, prompts, args.negatives_per_prompt, args.seed)
-    config = SearchConfig(**{f.name: getattr(args, f.name) for f in fields(SearchConfig)})
-    backend = refiner_backend(args)
-    with judge_from_args(args, backend) as judge:
-        search = TreeSearch(backend, judge, load_template(args.refine_template, "refine"), config)
+    roots = mine_negatives(judged, prompts, config.negatives_per_prompt, config.seed)
+    backend = refiner_backend(config.backend, runtime, args.refiner, args.threads)
+    with stage_judge(config, runtime, backend, args.threads) as judge:
+        search = TreeSearch(backend, judge, load_template(runtime.refine_template, "refine"),
+                            config.search.tree(config.search.budget, config.seed))
         results = search_negatives(search, roots, args.out)
     counts = {"negatives": len(roots), **search_counts([r.to_json() for r in results]),
               "refiner_calls": search.backend_calls, "judge_calls": search.judge_calls,
@@ -360,11 +490,12 @@ def _cmd_data(args) -> None:
     from ifplay.generation.templates import load_template
     from ifplay.core.records import write_json, write_jsonl
 
+    config, runtime = args.settings.config, args.settings.runtime
     judged = read_jsonl(args.judged, required=JUDGED_FIELDS)
     trees = read_jsonl(args.trees, required=("key", "success", "nodes", "best", "path"))
-    mix = RFTMix(**json.loads(args.rft_mix)) if args.rft_mix else RFTMix()
-    pairs, rft, counts = build_training_data(judged, trees, load_template(args.judge_template, "judge"),
-                                             load_template(args.refine_template, "refine"), mix, args.seed)
+    pairs, rft, counts = build_training_data(judged, trees, load_template(runtime.judge_template, "judge"),
+                                             load_template(runtime.refine_template, "refine"), config.rft_mix,
+                                             config.seed)
     write_jsonl(args.pairs, pairs)
     write_jsonl(args.rft, rft)
     counts["interference"] = {"spar_pairs": pair_statistics(pairs),
@@ -375,6 +506,11 @@ def _cmd_data(args) -> None:
     print(json.dumps(counts))
 
 
+def add_threads_argument(p) -> None:
+    p.add_argument("--threads", type=int, required=True,
+                   help="CPU threads (the rule's threads; the verifier judge's sandbox workers)")
+
+
 def add_cli(sub) -> None:
     """Register ``judgements``, ``tree-search`` and ``spar-data`` on the ``ifplay`` subparsers."""
     p = sub.add_parser("judgements", help="SPaR: voted judgements of sampled responses (resumable)")
@@ -382,27 +518,26 @@ def add_cli(sub) -> None:
                    help="prompt records JSONL (key, prompt[, instruction ids and kwargs | eval_func])")
     p.add_argument("--responses", required=True, help="responses JSONL (key, sample, prompt, response)")
     p.add_argument("--out", required=True, help="judged responses JSONL")
-    add_judge_args(p)
+    p.add_argument("--refiner", default=None, help="refiner checkpoint (the model judge)")
+    settings.add_argument(p, JudgeSettings)
+    add_threads_argument(p)
     p.set_defaults(func=_cmd_judge)
 
     p = sub.add_parser("tree-search", help="SPaR: tree-search refinement of judged negatives (resumable)")
     p.add_argument("--prompts", required=True)
     p.add_argument("--judged", required=True, help="output of judgements")
+    p.add_argument("--refiner", required=True, help="refiner checkpoint (refines; judges with the model judge)")
     p.add_argument("--out", required=True, help="trees JSONL")
     p.add_argument("--counts", required=True, help="search counts JSON")
-    p.add_argument("--negatives-per-prompt", type=int, default=1)
-    add_search_args(p)
-    add_judge_args(p)
+    settings.add_argument(p, TreeSearchSettings)
+    add_threads_argument(p)
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("spar-data", help="SPaR: actor DPO pairs, refiner RFT data, counts, interference check")
     p.add_argument("--judged", required=True)
     p.add_argument("--trees", required=True)
-    p.add_argument("--judge-template", required=True)
-    p.add_argument("--refine-template", required=True)
-    p.add_argument("--rft-mix", help="JSON object of RFTMix caps")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pairs", required=True, help="DPO pairs JSONL (TRL preference format)")
     p.add_argument("--rft", required=True, help="RFT data JSONL (TRL conversational format)")
     p.add_argument("--counts", required=True, help="counts JSON")
+    settings.add_argument(p, SparDataSettings)
     p.set_defaults(func=_cmd_data)

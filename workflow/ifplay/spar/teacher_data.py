@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from ifplay.generation.backends import Backend, SamplingParams
+from ifplay.generation.backends import Backend, BackendRuntime, SamplingParams
 from ifplay.generation.generate import user_turn
+from ifplay.generation.teacher import TeacherConfig
 from ifplay.judging.judge import Judge, VotedJudgement
 from ifplay.core.records import Checkpoint
-from ifplay.spar.stages import judge_responses, judgement_example, refinement_example, response_id
+from ifplay.spar.stages import (Refine, VotingJudge, judge_responses, judgement_example, refinement_example,
+                                response_id)
 from ifplay.spar.tree_search import SearchConfig, refine_turn, refinement_critique
 
 log = logging.getLogger(__name__)
@@ -130,6 +133,50 @@ def refiner_examples(judged: list[dict], refinements: list[dict], judge_template
     return examples, counts
 
 
+# -- stage settings (ifplay.core.settings) ------------------------------------------------------
+@dataclass(frozen=True)
+class Answer:
+    """The teacher's decoding of its answers (``sft.teacher_data.answer``)."""
+
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+
+    def sampling(self, seed: int) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
+                              seed=seed)
+
+
+@dataclass(frozen=True)
+class TeacherDataConfig:
+    """``sft.teacher_data`` as a teacher_sft_data stage hashes it (the student's settings are its
+    samples' stage's; the templates' hashes are SPaR's, the refiner's output format spar.search's)."""
+
+    actor_prompts: int | None  # the teacher answers the first N prompts; null = all
+    answer: Answer
+    judge: VotingJudge
+    refine: Refine
+    verify_refinements: bool
+    teacher: TeacherConfig
+    seed: int
+
+
+@dataclass(frozen=True)
+class TeacherDataRuntime(BackendRuntime):
+    """The teacher's backend settings and the paths of SPaR's judge and refine templates."""
+
+    judge_template: str
+    refine_template: str
+
+
+@dataclass(frozen=True)
+class TeacherDataSettings:
+    """``ifplay teacher-sft-data --settings``."""
+
+    config: TeacherDataConfig
+    runtime: TeacherDataRuntime
+
+
 # -- command line -----------------------------------------------------------------------------
 def _cmd_sft_data(args) -> None:
     import json
@@ -138,28 +185,25 @@ def _cmd_sft_data(args) -> None:
 
     from ifplay.generation.templates import load_template
     from ifplay.core.records import finish_journal, read_jsonl, write_json, write_jsonl
-    from ifplay.generation.teacher import teacher_from_args
+    from ifplay.generation.teacher import teacher_from_settings
 
+    config, runtime = args.settings.config, args.settings.runtime
     prompts = read_jsonl(args.prompts, required=("key", "prompt"))
     by_key = {p["key"]: p for p in prompts}
-    judge_template = load_template(args.judge_template, "judge")
-    refine_template = load_template(args.refine_template, "refine")
-    search = SearchConfig(temperature=args.refine_temperature, top_p=args.refine_top_p,
-                          max_new_tokens=args.refine_max_new_tokens, output_format=args.output_format, seed=args.seed)
-    answer = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                            seed=args.seed)
-    with teacher_from_args(args) as teacher:
-        answers = answer_prompts(prompts[:args.actor_limit or None], teacher, answer, args.answers)
-        with ModelJudge(teacher, judge_template, votes=args.votes, temperature=args.judge_temperature,
-                        top_p=args.judge_top_p, max_new_tokens=args.judge_max_new_tokens, seed=args.seed,
-                        tie_resamples=args.tie_resamples) as judge:
+    judge_template = load_template(runtime.judge_template, "judge")
+    refine_template = load_template(runtime.refine_template, "refine")
+    search = SearchConfig(**config.refine.sampling(), seed=config.seed)
+    verify = config.verify_refinements
+    with teacher_from_settings(config.teacher, runtime, args.teacher, args.threads) as teacher:
+        answers = answer_prompts(prompts[:config.actor_prompts], teacher, config.answer.sampling(config.seed),
+                                 args.answers)
+        with ModelJudge(teacher, judge_template, **config.judge.params(config.seed)) as judge:
             judged = judge_responses(args.prompts, args.samples, args.judged, judge, finish=False)
-            refinements = refine_negatives(judged, by_key, teacher, judge, refine_template, search,
-                                           args.verify_refinements, args.refinements)
+            refinements = refine_negatives(judged, by_key, teacher, judge, refine_template, search, verify,
+                                           args.refinements)
         usage = teacher.usage()
     actor, actor_counts = actor_examples(answers)
-    refiner, refiner_counts = refiner_examples(judged, refinements, judge_template, refine_template,
-                                               args.verify_refinements)
+    refiner, refiner_counts = refiner_examples(judged, refinements, judge_template, refine_template, verify)
     counts = {**actor_counts, **refiner_counts}
     for path, records in ((args.answers, answers), (args.judged, judged), (args.refinements, refinements)):
         finish_journal(path, records)
@@ -172,32 +216,14 @@ def _cmd_sft_data(args) -> None:
 
 def add_cli(sub) -> None:
     """Register ``teacher-sft-data`` on the ``ifplay`` subparsers."""
-    import argparse
-
-    from ifplay.generation.teacher import add_teacher_args
+    from ifplay.core import settings
+    from ifplay.generation.teacher import add_teacher_argument
 
     p = sub.add_parser("teacher-sft-data",
                        help="SPaR: the teacher's SFT data for the actor (answers) and refiner (judgements, refinements)")
     p.add_argument("--prompts", required=True, help="evolved prompts JSONL (key, prompt)")
-    p.add_argument("--actor-limit", type=int, default=0, help="the teacher answers the first N prompts (0 = all)")
     p.add_argument("--samples", required=True, help="the student's responses JSONL (key, sample, prompt, response)")
-    p.add_argument("--temperature", type=float, default=0.7, help="the teacher's answers")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=2048)
-    p.add_argument("--judge-template", required=True, help="SPaR's judge template (spar.judge.template)")
-    p.add_argument("--votes", type=int, default=1)
-    p.add_argument("--judge-temperature", type=float, default=0.7)
-    p.add_argument("--judge-top-p", type=float, default=1.0)
-    p.add_argument("--judge-max-new-tokens", type=int, default=2048)
-    p.add_argument("--tie-resamples", type=int, default=3)
-    p.add_argument("--refine-template", required=True, help="SPaR's refine template (spar.search.template)")
-    p.add_argument("--output-format", default="markers", choices=["markers", "plain"])
-    p.add_argument("--refine-temperature", type=float, default=0.7)
-    p.add_argument("--refine-top-p", type=float, default=1.0)
-    p.add_argument("--refine-max-new-tokens", type=int, default=3072)
-    p.add_argument("--verify-refinements", action=argparse.BooleanOptionalAction, default=True,
-                   help="keep a refinement only when the teacher judges it Yes")
-    p.add_argument("--seed", type=int, default=0)
+    add_teacher_argument(p)
     p.add_argument("--actor", required=True, help="actor SFT data JSONL (TRL conversational format)")
     p.add_argument("--refiner", required=True, help="refiner SFT data JSONL (TRL conversational format)")
     p.add_argument("--answers", required=True, help="the teacher's answers JSONL")
@@ -205,6 +231,6 @@ def add_cli(sub) -> None:
     p.add_argument("--refinements", required=True, help="the teacher's refinements JSONL")
     p.add_argument("--counts", required=True, help="counts JSON")
     p.add_argument("--usage", required=True, help="the teacher's usage JSON")
-    add_teacher_args(p)
+    settings.add_argument(p, TeacherDataSettings)
+    p.add_argument("--threads", type=int, required=True, help="CPU threads (the rule's threads)")
     p.set_defaults(func=_cmd_sft_data)
-

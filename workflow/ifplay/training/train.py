@@ -56,18 +56,19 @@ the settings).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ifplay.core.config import ConfigError
 from ifplay.core.records import RecordError, link_dir, read_jsonl, replace_dir
+from ifplay.core.settings import NoRuntime
 
 log = logging.getLogger(__name__)
 
@@ -527,14 +528,41 @@ def train_sft(model: str, data: str, out: str, settings: dict, threads: int | No
 
 
 # -- command line ----------------------------------------------------------------------------
-def _settings_arg(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"--settings is not valid JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("--settings must be a JSON object")
-    return value
+# ``--settings`` of the dpo and sft stages. ``config.settings`` is the section's TRL settings, passed
+# key for key and checked by check_settings (its keys: DPO_KEYS / SFT_KEYS); the experiment's seed
+# joins them.
+@dataclass(frozen=True)
+class DpoConfig:
+    settings: dict  # spar.actor_dpo / autoif.offline_dpo / autoif.online_dpo (check_settings)
+    seed: int
+
+
+@dataclass(frozen=True)
+class SftConfig:
+    settings: dict  # sft.training / spar.refiner_rft / autoif.sft (check_settings)
+    seed: int
+    data: dict  # {"file": NAME} of the upstream stage, or {"sha256": ...} of a given file (hashed identity)
+
+
+@dataclass(frozen=True)
+class GivenData:
+    data: str  # the given training file (sft.actor_data); the rule passes it as --data too
+
+
+@dataclass(frozen=True)
+class DpoSettings:
+    config: DpoConfig
+    runtime: NoRuntime
+
+
+@dataclass(frozen=True)
+class SftSettings:
+    config: SftConfig
+    runtime: NoRuntime | GivenData
+
+
+def _trl_settings(settings: DpoSettings | SftSettings) -> dict:
+    return {**settings.config.settings, "seed": settings.config.seed}
 
 
 def keep_input_model(model: str, out: str | os.PathLike, data: str) -> dict:
@@ -552,7 +580,7 @@ def cmd_train_dpo(args) -> None:
     if args.if_empty == "keep" and _empty(args.data):
         summary = keep_input_model(args.model, args.out, args.data)
     else:
-        summary = train_dpo(args.model, args.data, args.out, args.settings, ref_model=args.ref_model,
+        summary = train_dpo(args.model, args.data, args.out, _trl_settings(args.settings), ref_model=args.ref_model,
                             threads=args.threads)
     print(json.dumps(summary, indent=2, default=str))
 
@@ -561,29 +589,31 @@ def cmd_train_sft(args) -> None:
     if args.if_empty == "keep" and _empty(args.data):
         summary = keep_input_model(args.model, args.out, args.data)
     else:
-        summary = train_sft(args.model, args.data, args.out, args.settings, threads=args.threads)
+        summary = train_sft(args.model, args.data, args.out, _trl_settings(args.settings), threads=args.threads)
     print(json.dumps(summary, indent=2, default=str))
 
 
 def add_cli(subparsers) -> None:
     """Register ``dpo`` and ``sft`` on an argparse subparsers object."""
+    from ifplay.core import settings
+
     p = subparsers.add_parser("dpo", help="DPO-train a checkpoint on preference pairs (TRL)")
     p.add_argument("--model", required=True, help="checkpoint directory (or hub id) to train")
     p.add_argument("--data", required=True, help="pairs JSONL: prompt, chosen, rejected (conversational)")
     p.add_argument("--out", required=True, help="output checkpoint directory (written atomically)")
-    p.add_argument("--settings", type=_settings_arg, default={}, help="JSON object of training settings")
-    p.add_argument("--ref-model", default=None, help="reference model directory (default: --model)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--if-empty", choices=["error", "keep"], default="error",
-                   help="no pairs: fail (default) or keep the input model as the output")
+    settings.add_argument(p, DpoSettings)
+    p.add_argument("--ref-model", help="reference model directory (if not given: --model)")
+    p.add_argument("--threads", type=int, required=True, help="torch CPU threads")
+    p.add_argument("--if-empty", choices=["error", "keep"], required=True,
+                   help="no pairs: fail, or keep the input model as the output")
     p.set_defaults(func=cmd_train_dpo)
 
     p = subparsers.add_parser("sft", help="SFT a checkpoint on conversations, assistant tokens only (TRL)")
     p.add_argument("--model", required=True, help="checkpoint directory (or hub id) to train")
     p.add_argument("--data", required=True, help="conversations JSONL: messages")
     p.add_argument("--out", required=True, help="output checkpoint directory (written atomically)")
-    p.add_argument("--settings", type=_settings_arg, default={}, help="JSON object of training settings")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--if-empty", choices=["error", "keep"], default="error",
-                   help="no examples: fail (default) or keep the input model as the output")
+    settings.add_argument(p, SftSettings)
+    p.add_argument("--threads", type=int, required=True, help="torch CPU threads")
+    p.add_argument("--if-empty", choices=["error", "keep"], required=True,
+                   help="no examples: fail, or keep the input model as the output")
     p.set_defaults(func=cmd_train_sft)
