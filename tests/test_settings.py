@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO
 from ifplay.cli import build_parser, settings_class
 from ifplay.core import settings
 from ifplay.core.config import load_config
 from ifplay.core.stages import STAGES
 from ifplay.plan import Plan
 
-CONFIGS = [[]] + [[str(p)] for p in sorted((REPO / "config" / "experiments").glob("*.yaml"))]
+from test_stages import CONFIGS, config_id, user_data  # noqa: F401 (user_data: the paper configs' stand-in files)
 
 
 @dataclass(frozen=True)
@@ -103,9 +101,11 @@ def test_settings_dataclasses_have_no_defaults():
                     walk(tp, f"{name}.{f.name}")
 
 
-@pytest.mark.parametrize("configfile", CONFIGS, ids=lambda c: Path(c[0]).stem if c else "default")
-def test_every_planned_stage_parses_into_its_command_settings(configfile):
-    for stage in Plan(load_config(configfile)).stages.values():
+@pytest.mark.parametrize("overlay", CONFIGS, ids=config_id)
+def test_every_planned_stage_parses_into_its_command_settings(overlay, user_data):
+    """Every stage of every config under config/ (default, experiments, paper) parses into its
+    command's settings: a slice or runtime key the command does not declare fails here."""
+    for stage in Plan(load_config([overlay] if overlay else [])).stages.values():
         cls = settings_class(stage.spec.command)
         if cls is None:  # a command with nothing to set (ifeval-scores) takes no --settings
             assert stage.settings() == {"config": {}, "runtime": {}}, f"{stage.spec.command} takes no --settings"
