@@ -108,6 +108,8 @@ def test_ifplay_lines_parse(item):
                          ids=ids)
 def test_workflow_lines_dry_run_as_written_with_nothing_activated(item):
     doc, line = item
+    if "--software-deployment-method conda" in line and shutil.which("conda") is None:
+        pytest.skip(f"{doc.name}: `{line}` needs conda on PATH, which this machine has not")
     args = program(concrete(line))
     if "-n" not in args:
         args.append("-n")
