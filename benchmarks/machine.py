@@ -18,6 +18,25 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+# the instruction-set flags that decide which dtype is fast (native bfloat16: avx512_bf16, amx_bf16)
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+               "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """The processor's flags among :data:`SPEED_FLAGS` (/proc/cpuinfo)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in SPEED_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def describe() -> dict:
-    """CPUs, processor and Python version, as stored in every benchmark's JSON report."""
-    return {"cpus": os.cpu_count(), "processor": cpu_model(), "python": platform.python_version()}
+    """CPUs, processor, its speed-relevant flags and Python version, as stored in every benchmark's
+    JSON report."""
+    return {"cpus": os.cpu_count(), "processor": cpu_model(), "cpu_flags": cpu_flags(),
+            "python": platform.python_version()}

@@ -10,7 +10,7 @@ from conftest import REPO, planned_settings, run
 from ifplay.generation.backends import Backend, SamplingParams
 from ifplay.core.config import load_config
 from ifplay.generation.templates import check_template
-from ifplay.core.settings import parse as settings_parse
+from ifplay.core.settings import parse_stage as settings_parse_stage
 from ifplay.spar.evolution import (TAXONOMY, EvolvedPromptsSettings, categories, draw_constraints, evolve_prompts,
                                    load_seeds, parse_evolved, render)
 from ifplay.plan import Plan
@@ -163,7 +163,7 @@ def test_plan_with_a_served_teacher():
     assert stage.inputs == {} and stage.config["teacher"] == {"backend": "openai", "model": "gpt-4o-mini-2024-07-18"}
     assert stage.runtime["backend_options"]["base_url"] == "https://api.openai.com/v1"
     # the command asks the server for config.teacher.model: no checkpoint, no --teacher
-    settings = settings_parse(EvolvedPromptsSettings, stage.settings())
+    settings, _ = settings_parse_stage(EvolvedPromptsSettings, stage.settings())
     assert settings.config.teacher.model == "gpt-4o-mini-2024-07-18" and settings.runtime.backend_options == \
         stage.runtime["backend_options"]
     # the runtime server settings are not in the key

@@ -110,7 +110,7 @@ def test_every_planned_stage_parses_into_its_command_settings(overlay, user_data
         if cls is None:  # a command with nothing to set (ifeval-scores) takes no --settings
             assert stage.settings() == {"config": {}, "runtime": {}}, f"{stage.spec.command} takes no --settings"
             continue
-        settings.parse(cls, json.loads(json.dumps(stage.settings())), where=f"{stage.kind}/{stage.key}")
+        settings.parse_stage(cls, json.loads(json.dumps(stage.settings())), where=f"{stage.kind}/{stage.key}")
 
 
 def test_a_bad_setting_is_a_clear_cli_error(tmp_path, capsys):

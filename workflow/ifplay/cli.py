@@ -171,6 +171,7 @@ def cmd_plan(args) -> None:
 # -- argument parsing -----------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from ifplay.core import settings
+    from ifplay.generation import journal
     from ifplay.generation.generate import GenerateSettings
 
     parser = argparse.ArgumentParser(prog="ifplay", description=__doc__.split("\n")[0])
@@ -258,12 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     from ifplay.core.sources import SourceError
 
     from ifplay.core import settings
+    from ifplay.generation import journal
 
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
         if getattr(args, "settings_class", None) is not None:
-            args.settings = settings.parse(args.settings_class, settings.load(args.settings))
+            args.settings, generation_log = settings.parse_stage(args.settings_class, settings.load(args.settings))
+            journal.open_journal(generation_log)
         args.func(args)
     except (RecordError, ConfigError, SourceError, ScoringError, SandboxError, settings.SettingsError) as err:
         print(f"ifplay {args.command}: error: {err}", file=sys.stderr)

@@ -8,6 +8,10 @@ the shape as a dataclass with the two fields ``config`` and ``runtime``; :func:`
 refuses a missing key, an unknown key or a value of the wrong type, naming the key's path. The
 dataclasses have **no defaults**: the one set of defaults is ``config/default.yaml``.
 
+A stage that generates also gets ``"generation_log": "logs/<kind>/<key>.generation.jsonl"``, the
+path of its generation journal (:mod:`ifplay.generation.journal`; not hashed, read by no stage):
+:func:`parse_stage` splits it off.
+
 By hand, ``ifplay plan [--configfile ...] --settings KIND`` prints the settings of the first planned
 stage of that kind (or ``--settings KEY``: of that stage), ready to pass as ``--settings "$(...)"``
 or, saved to a file, as ``--settings @FILE``.
@@ -53,6 +57,20 @@ def load(text: str, where: str = "--settings") -> dict:
 def parse(cls: type, data: Any, where: str = "settings") -> Any:
     """``data`` (decoded JSON) as an instance of the dataclass ``cls``, checked key by key."""
     return _convert(cls, data, where)
+
+
+GENERATION_LOG = "generation_log"
+
+
+def parse_stage(cls: type, data: Any, where: str = "settings") -> tuple[Any, str | None]:
+    """A stage's settings object as ``(cls instance, generation journal path or None)``."""
+    if isinstance(data, dict) and GENERATION_LOG in data:
+        data = dict(data)
+        journal = data.pop(GENERATION_LOG)
+        if journal is not None and not isinstance(journal, str):
+            raise SettingsError(f"{where}.{GENERATION_LOG}: expected a path, got {_name(journal)}")
+        return _convert(cls, data, where), journal
+    return _convert(cls, data, where), None
 
 
 def fields(cls: type) -> list[str]:

@@ -29,6 +29,7 @@ from functools import cached_property
 from typing import Any
 
 RESULTS = "results"
+LOGS = "logs"  # logs/<kind>/<key>.log (the rule's log), .benchmark.tsv, .generation.jsonl
 GROUPS = ("generation", "training", "evaluation", "bookkeeping")
 
 
@@ -46,6 +47,12 @@ class StageKind:
     def command(self) -> str:
         """The ``ifplay`` subcommand the stage's rule runs (the training kinds run it under ``launch``)."""
         return self.name.replace("_", "-")
+
+    @property
+    def generates(self) -> bool:
+        """Whether the stage runs a model's generation (it then keeps a generation journal,
+        :mod:`ifplay.generation.journal`): every kind of the generation group but ``base_model``."""
+        return self.group == "generation" and self.name != "base_model"
 
     @property
     def main(self) -> str:
@@ -204,8 +211,12 @@ class Stage:
 
     def settings(self) -> dict:
         """What the stage's command takes as ``--settings`` (:mod:`ifplay.core.settings`): the hashed
-        config slice and the runtime settings."""
-        return {"config": self.config, "runtime": self.runtime}
+        config slice and the runtime settings; a stage that generates also the path of its generation
+        journal."""
+        settings = {"config": self.config, "runtime": self.runtime}
+        if self.spec.generates:
+            settings["generation_log"] = f"{LOGS}/{self.kind}/{self.key}.generation.jsonl"
+        return settings
 
     def __repr__(self) -> str:
         return f"Stage({self.kind}/{self.key})"

@@ -50,7 +50,12 @@ class TransformersBackend(Backend):
 
     def chat(self, conversations: list[Conversation], params: SamplingParams,
              progress: str | None = None) -> list[list[str]]:
+        import time
+
+        from ifplay.generation import journal
+
         torch = self.torch
+        started = time.perf_counter()
         texts = [self.render(c) for c in conversations]
         lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         too_long = sum(length > self.max_prompt_tokens for length in lengths)
@@ -58,6 +63,8 @@ class TransformersBackend(Backend):
             log.warning("%d prompt(s) longer than %d tokens are cut from the left", too_long, self.max_prompt_tokens)
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         results: list[list[str]] = [[] for _ in texts]
+        prompt_ids: list[list[int]] = [[] for _ in texts]
+        generated: list[list[int]] = [[] for _ in texts]
         gen_kwargs = {"max_new_tokens": params.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
         if params.greedy:
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -76,13 +83,27 @@ class TransformersBackend(Backend):
                 per_prompt = 1 if params.greedy else params.n
                 out = self._generate(enc["input_ids"], enc["attention_mask"], per_prompt, gen_kwargs)
                 new_tokens = out[:, enc["input_ids"].shape[1]:]
+                counts = self._counts(new_tokens)
                 decoded = [params.cut(text) for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
                 for j, i in enumerate(batch):
                     completions = decoded[j * per_prompt:(j + 1) * per_prompt]
                     results[i] = completions * params.n if params.greedy else completions
+                    prompt_ids[i] = enc["input_ids"][j][enc["attention_mask"][j].bool()].tolist()
+                    generated[i] = counts[j * per_prompt:(j + 1) * per_prompt]
                 bar.update(len(batch))
         bar.close()
+        journal.record(self.name, str(self.model.dtype).removeprefix("torch."), params, prompt_ids, generated,
+                       time.perf_counter() - started)
         return results
+
+    def _counts(self, new_tokens) -> list[int]:
+        """Tokens each row decoded: up to and including its first end-of-sequence (or padding) token."""
+        stops = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id}
+        counts = []
+        for row in new_tokens.tolist():
+            end = next((i for i, token in enumerate(row) if token in stops), None)
+            counts.append(len(row) if end is None else end + 1)
+        return counts
 
     def _generate(self, input_ids, attention_mask, copies: int, gen_kwargs: dict):
         """``copies`` continuations of each row, rows of one prompt adjacent. With several copies

@@ -79,6 +79,7 @@ class VLLMBackend(Backend):
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
 
     def render(self, conversation: Conversation) -> str:
         if conversation[-1]["role"] == "assistant":  # prefill: continue the assistant's message
@@ -98,10 +99,15 @@ class VLLMBackend(Backend):
 
     def chat(self, conversations: list[Conversation], params: SamplingParams,
              progress: str | None = None) -> list[list[str]]:
+        import time
+
         from vllm.inputs import TokensPrompt
+
+        from ifplay.generation import journal
 
         if not conversations:
             return []
+        started = time.perf_counter()
         # prompts and completions share the context window; keep room for the completion
         limit = max(1, min(self.max_prompt_tokens, self.max_model_len - params.max_new_tokens))
         prompts, too_long = [], 0
@@ -126,10 +132,14 @@ class VLLMBackend(Backend):
             occurrence = seen[tuple(ids)] = seen.get(tuple(ids), -1) + 1
             sampling.append(self.sampling_params(params, request_seed(params.seed, ids, occurrence)))
         outputs = self.llm.generate(prompts, sampling, use_tqdm=use_tqdm)
-        results = []
+        results, generated = [], []
         for output in outputs:
-            texts = [params.cut(choice.text) for choice in sorted(output.outputs, key=lambda c: c.index)]
+            choices = sorted(output.outputs, key=lambda c: c.index)
+            texts = [params.cut(choice.text) for choice in choices]
             results.append(texts * params.n if params.greedy else texts)
+            generated.append([len(choice.token_ids) for choice in choices])
+        journal.record(self.name, self.dtype, params, [p["prompt_token_ids"] for p in prompts], generated,
+                       time.perf_counter() - started)
         return results
 
     def close(self) -> None:
