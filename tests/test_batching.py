@@ -64,6 +64,23 @@ def test_greedy_does_not_depend_on_rows_or_order(model):
     assert a == b == c
 
 
+def test_slot_attention_decodes_the_same_tokens(model):
+    """The grouped-query decoding path (query heads folded onto their KV head) against transformers'
+    SDPA with repeated KV heads: the same greedy tokens and samples."""
+    import copy
+
+    from ifplay.generation.backends.batching import SLOT_ATTENTION, use_slot_attention
+
+    folded = copy.deepcopy(model)
+    assert use_slot_attention(folded) and folded.config._attn_implementation == SLOT_ATTENTION
+    assert not use_slot_attention(folded)  # only an SDPA model is switched
+    ids_list = prompts(7)
+    for params in (dict(max_new_tokens=16), dict(temperature=1.0, top_p=0.9, max_new_tokens=10, seed=5)):
+        expected = [r.outputs for r in run(model, ids_list, samples=2, max_rows=5, **params)]
+        assert [r.outputs for r in run(folded, ids_list, samples=2, max_rows=5, **params)] == expected
+    assert run(folded, ids_list[:1], max_new_tokens=16)[0].outputs[0] == reference_greedy(model, ids_list[0], 16)
+
+
 def test_samples_depend_only_on_their_prompt_and_seed(model):
     ids_list = prompts(6)
     sampled = dict(temperature=1.0, top_p=0.9, max_new_tokens=10)

@@ -36,6 +36,38 @@ from dataclasses import dataclass, field
 import torch
 
 TOP_K_FIRST = 64  # top-p is tried on the top 64 tokens first (exact whenever they hold top_p of the mass)
+SLOT_ATTENTION = "ifplay_slots"  # the attention implementation use_slot_attention() registers
+
+
+def slot_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+    """transformers' SDPA attention, except for a decoding step (one query position) of a model with
+    grouped-query attention: there the query heads of a KV head are folded into the query axis, so
+    SDPA reads each KV head once instead of transformers' ``repeat_kv`` copying the whole cache
+    ``num_attention_heads / num_key_value_heads`` times at every step. Same arithmetic otherwise."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    batch, heads, length, dim = query.shape
+    groups = heads // key.shape[1]
+    if length != 1 or groups == 1 or attention_mask is None or attention_mask.dim() != 4 or dropout:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    folded = query.reshape(batch, key.shape[1], groups, dim)  # query head h reads KV head h // groups
+    out = torch.nn.functional.scaled_dot_product_attention(folded, key, value, attn_mask=attention_mask, scale=scaling)
+    return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
+
+
+def use_slot_attention(model) -> bool:
+    """Switch a model that uses SDPA attention to :func:`slot_attention` (its masks stay SDPA's);
+    False (nothing changed) for any other attention implementation."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return False
+    AttentionInterface.register(SLOT_ATTENTION, slot_attention)
+    AttentionMaskInterface.register(SLOT_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(SLOT_ATTENTION)
+    return True
 
 
 def row_seed(call_seed: int, prompt_ids: list[int], occurrence: int, sample: int) -> int:

@@ -44,6 +44,9 @@ class TransformersBackend(Backend):
         kwargs = {"dtype": getattr(torch, dtype)} if dtype else {"dtype": "auto"}
         self.model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs).to(self.device)
         self.model.eval()
+        from ifplay.generation.backends.batching import use_slot_attention
+
+        use_slot_attention(self.model)  # grouped-query decoding steps without copying the KV cache per head
         eos = self.model.generation_config.eos_token_id
         eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
         self.eos_ids = set(eos) | ({self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
