@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from generation_throughput import ensure_model  # beside this script: the base checkpoint for a replay
 from machine import describe  # benchmarks/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,18 +137,6 @@ def replay(stages: list[dict], model: Path, dtype: str, python: str) -> dict:
         print(f"replaying {len(stages)} stages on vLLM: {python}", file=sys.stderr)
         subprocess.run(command, env=env, check=True, stdout=sys.stderr)
         return json.loads(worker_out.read_text())
-
-
-def ensure_model(path: Path) -> Path:
-    if (path / "config.json").is_file():
-        return path
-    import yaml
-
-    from ifplay.generation.checkpoints import prepare_base_model
-
-    model = yaml.safe_load((REPO / "config" / "default.yaml").read_text())["model"]
-    print(f"preparing {model['base']} ({model['dtype']}) into {path}", file=sys.stderr)
-    return prepare_base_model(model["base"], model["revision"], model["dtype"], path)
 
 
 COLUMNS = [("stage", "stage"), ("key", "key"), ("requests", "requests"), ("samples", "samples"),

@@ -256,15 +256,10 @@ class ContinuousBatcher:
             steps = torch_.tensor([len(requests[i].outputs[s]) for i, s in owner], dtype=torch_.long, device=device)
             draws = uniforms[torch_.arange(rows, device=device), steps]
             tokens = self.sample(logits, temperature, top_p, draws).tolist()
-            done = []
-            for row, token in enumerate(tokens):
+            for row in range(rows):
                 lengths[row] += 1
-                if self._append(requests, owner[row], token, max_new_tokens, stop_check):
-                    done.append(row)
-                else:
-                    last[row] = token
-            if done:
-                self._release(done, cache, owner, lengths, last, uniforms, finish)
+            self._accept(list(range(rows)), tokens, requests, cache, owner, lengths, last, uniforms, max_new_tokens,
+                         stop_check, finish)
             if waiting and worth_admitting():
                 admit()
 
@@ -277,6 +272,19 @@ class ContinuousBatcher:
             return True
         ids.append(token)
         return len(ids) >= max_new_tokens or (stop_check is not None and stop_check(ids))
+
+    def _accept(self, slots, tokens, requests, cache, owner, lengths, last, uniforms, max_new_tokens, stop_check,
+                finish) -> None:
+        """Each slot's new token: appended to its sample (and fed to the next step), or the sample ends
+        and the slot is released."""
+        done = []
+        for slot, token in zip(slots, tokens):
+            if self._append(requests, owner[slot], token, max_new_tokens, stop_check):
+                done.append(slot)
+            else:
+                last[slot] = token
+        if done:
+            self._release(done, cache, owner, lengths, last, uniforms, finish)
 
     def _release(self, done, cache, owner, lengths, last, uniforms, finish) -> None:
         """Free the slots of ended rows, keeping the batch in the first slots (the last rows move in)."""
@@ -328,11 +336,5 @@ class ContinuousBatcher:
                 rows_logits.append(j)
                 new_rows.append(slot)
         first = self.sample(logits[rows_logits], temperature, top_p, uniforms[new_rows, 0])
-        done = []
-        for slot, token in zip(new_rows, first.tolist()):
-            if self._append(requests, owner[slot], token, max_new_tokens, stop_check):
-                done.append(slot)
-            else:
-                last[slot] = token
-        if done:
-            self._release(done, cache, owner, lengths, last, uniforms, finish)
+        self._accept(new_rows, first.tolist(), requests, cache, owner, lengths, last, uniforms, max_new_tokens,
+                     stop_check, finish)
