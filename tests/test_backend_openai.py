@@ -279,7 +279,7 @@ def test_generate_stage_through_the_cli(server, smollm2, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     write_jsonl(prompts, [{"key": i, "prompt": p} for i, p in enumerate(PROMPTS)])
     options = {"base_url": server, "api_key_env": KEY_ENV, "cache_dir": str(tmp_path / "cache"), "max_concurrency": 2}
-    settings = planned_settings("generate", config={"backend": "openai", "sampling": {"max_new_tokens": 16}},
+    settings = planned_settings("generate", config={"backend": {"name": "openai", "dtype": None}, "sampling": {"max_new_tokens": 16}},
                                 runtime={"backend_options": options})
     out = tmp_path / "responses.jsonl"
     proc = run(["ifplay", "generate", "--model", str(smollm2), "--prompts", str(prompts), "--out", str(out),
@@ -297,7 +297,7 @@ def test_prompt_evolution_with_a_served_teacher(server, smollm2, tmp_path):
     files = {name: tmp_path / f"{name}.json{'l' if name in ('prompts', 'evolved') else ''}"
              for name in ("prompts", "evolved", "counts", "usage")}
     settings = planned_settings("evolved_prompts", "config/experiments/spar-evolved.yaml",
-                                config={"teacher": {"backend": "openai"},
+                                config={"teacher": {"backend": {"name": "openai", "dtype": None}},
                                         "evolution": {"limit": 4, "max_new_tokens": 48}},
                                 runtime={"backend_options": options})
     proc = run(["ifplay", "evolved-prompts", "--teacher", str(smollm2),
@@ -328,7 +328,7 @@ def test_teacher_sft_data_with_a_served_teacher(server, smollm2, tmp_path):
     files = {name: tmp_path / f"{name}.json{'' if name in ('counts', 'usage') else 'l'}"
              for name in ("actor", "refiner", "answers", "judged", "refinements", "counts", "usage")}
     settings = planned_settings("teacher_sft_data", "config/experiments/spar-sft.yaml",
-                                config={"teacher": {"backend": "openai"}, "answer": {"max_new_tokens": 24},
+                                config={"teacher": {"backend": {"name": "openai", "dtype": None}}, "answer": {"max_new_tokens": 24},
                                         "judge": {"max_new_tokens": 16}, "refine": {"max_new_tokens": 24}},
                                 runtime={"backend_options": options})
     proc = run(["ifplay", "teacher-sft-data", "--prompts", str(tmp_path / "prompts.jsonl"),

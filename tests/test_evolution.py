@@ -7,7 +7,7 @@ import random
 import pytest
 
 from conftest import REPO, planned_settings, run
-from ifplay.generation.backends import Backend, SamplingParams
+from ifplay.generation.backends import Backend, SamplingParams, resolve_dtype
 from ifplay.core.config import load_config
 from ifplay.generation.templates import check_template
 from ifplay.core.settings import parse_stage as settings_parse_stage
@@ -17,6 +17,8 @@ from ifplay.plan import Plan
 from ifplay.core.records import read_jsonl
 from ifplay.core.sources import SourceError
 from ifplay.generation.teacher import Teacher
+
+GENERATION_DTYPE = resolve_dtype("transformers", "auto")  # config backend.dtype on this machine
 
 TEMPLATE = (REPO / "config" / "prompts" / "evolve.txt").read_text()
 
@@ -145,7 +147,7 @@ def test_plan_takes_spars_pool_from_the_evolved_prompts():
     stage = pool.inputs["prompts"]
     assert stage.kind == "evolved_prompts" and stage is evolved.evolution
     assert stage.inputs["teacher"] is evolved.base  # the CPU default: the base model teaches itself
-    assert stage.config["teacher"] == {"backend": "transformers", "model": None}
+    assert stage.config["teacher"] == {"backend": {"name": "transformers", "dtype": GENERATION_DTYPE}, "model": None}
     # another SPaR prompt limit shares the evolution; another taxonomy does not
     more = Plan(load_config([], {"spar": {"prompt_source": "evolved", "prompt_limit": 30}}))
     assert more.evolution.key == stage.key and more.spar[0].samples.inputs["prompts"].key != pool.key
@@ -160,7 +162,7 @@ def test_plan_with_a_served_teacher():
                                  "teacher": {"model": "gpt-4o-mini-2024-07-18", "backend": "openai"},
                                  "backend": {"openai": {"base_url": "https://api.openai.com/v1"}}}))
     stage = plan.evolution
-    assert stage.inputs == {} and stage.config["teacher"] == {"backend": "openai", "model": "gpt-4o-mini-2024-07-18"}
+    assert stage.inputs == {} and stage.config["teacher"] == {"backend": {"name": "openai", "dtype": None}, "model": "gpt-4o-mini-2024-07-18"}
     assert stage.runtime["backend_options"]["base_url"] == "https://api.openai.com/v1"
     # the command asks the server for config.teacher.model: no checkpoint, no --teacher
     settings, _ = settings_parse_stage(EvolvedPromptsSettings, stage.settings())

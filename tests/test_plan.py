@@ -54,6 +54,51 @@ def test_backend_settings_reach_generating_stages_as_runtime_options():
     assert default and all(o == {} for o in default)  # transformers takes no extra settings
 
 
+def test_the_resolved_generation_dtype_is_in_every_generating_key(monkeypatch):
+    from ifplay.core.stages import STAGES
+    from ifplay.generation import backends
+
+    f32, bf16 = plan(backend={"dtype": "float32"}), plan(backend={"dtype": "bfloat16"})
+    generating = {key for key, stage in f32.stages.items() if stage.spec.generates}
+    assert generating and generating.isdisjoint(bf16.stages)  # every generating stage and all downstream differ
+    assert by_kind(f32)["base_model"] == by_kind(bf16)["base_model"]  # the checkpoint on disk does not
+    for stage in f32.stages.values():
+        if "backend" in stage.config:
+            assert stage.config["backend"] == {"name": "transformers", "dtype": "float32"}, stage.kind
+    # auto reads this machine: bfloat16 with native support, float32 without
+    monkeypatch.setattr(backends, "native_bfloat16", lambda: True)
+    assert set(plan().stages) == set(bf16.stages)
+    monkeypatch.setattr(backends, "native_bfloat16", lambda: False)
+    assert set(plan().stages) == set(f32.stages)
+    # a served model's dtype is the server's: not keyed
+    served = plan(backend={"name": "openai", "dtype": "bfloat16"})
+    assert all(s.config["backend"]["dtype"] is None for s in served.stages.values() if "backend" in s.config)
+    assert set(served.stages) == set(plan(backend={"name": "openai", "dtype": "float32"}).stages)
+    assert all(kind.name == "base_model" or "backend" in kind.config or "backend?" in kind.config or
+               "teacher" in kind.config for kind in STAGES.values() if kind.generates)
+
+
+def test_native_bfloat16_reads_cpu_flags_and_gpus(tmp_path, monkeypatch):
+    from ifplay.generation.backends import native_bfloat16, resolve_dtype
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cpu, gpus = tmp_path / "cpuinfo", tmp_path / "gpus"
+    cpu.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert not native_bfloat16(cpu, gpus)
+    for flag in ("avx512_bf16", "amx_bf16"):
+        cpu.write_text(f"processor\t: 0\nflags\t\t: fpu avx512f {flag} avx512_vnni\n")
+        assert native_bfloat16(cpu, gpus)
+    cpu.write_text("flags : fpu\n")
+    (gpus / "0000:01:00.0").mkdir(parents=True)
+    assert native_bfloat16(cpu, gpus)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # GPUs hidden
+    assert not native_bfloat16(cpu, gpus)
+    assert not native_bfloat16(tmp_path / "missing", tmp_path / "none")  # not Linux: float32
+    assert resolve_dtype("vllm", "float16") == "float16" and resolve_dtype("openai", "auto") is None
+    with pytest.raises(ValueError, match="backend.dtype"):
+        resolve_dtype("transformers", "fp8")
+
+
 def test_eval_only_overlay_shares_everything_upstream():
     pa, pb = plan(), plan(EVAL_LONG)
     a, b = by_kind(pa), by_kind(pb)

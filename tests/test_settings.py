@@ -116,7 +116,7 @@ def test_every_planned_stage_parses_into_its_command_settings(overlay, user_data
 def test_a_bad_setting_is_a_clear_cli_error(tmp_path, capsys):
     from ifplay.cli import main
 
-    bad = json.dumps({"config": {"backend": "transformers", "sampling": {"n": 1}}, "runtime": {}})
+    bad = json.dumps({"config": {"backend": {"name": "transformers", "dtype": "float32"}, "sampling": {"n": 1}}, "runtime": {}})
     code = main(["generate", "--model", "m", "--prompts", "p", "--out", str(tmp_path / "o"), "--threads", "1",
                  "--settings", bad])
     assert code == 2

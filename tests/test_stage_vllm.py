@@ -21,7 +21,8 @@ LIMIT, MAX_NEW_TOKENS = 8, 64
 
 
 def generate(ifplay: str, backend: str, model, prompts, out, backend_options: dict | None = None) -> list[dict]:
-    settings = planned_settings("generate", config={"backend": backend, "sampling": {"max_new_tokens": MAX_NEW_TOKENS}},
+    # float32 on both: the comparison is of the engines, not of dtypes
+    settings = planned_settings("generate", config={"backend": {"name": backend, "dtype": "float32"}, "sampling": {"max_new_tokens": MAX_NEW_TOKENS}},
                                 runtime={"batch_size": 8, "backend_options": backend_options or {}})
     run([ifplay, "generate", "--model", str(model), "--prompts", str(prompts), "--out", str(out),
          "--settings", settings, "--threads", "2"], cwd=REPO)
@@ -34,7 +35,7 @@ def test_generate_stage_with_vllm(smollm2, tmp_path):
     prompts = load_prompts("builtin:dev", LIMIT)
     path = tmp_path / "prompts.jsonl"
     write_jsonl(path, prompts)
-    options = {"max_model_len": 2048, "dtype": "float32", "enforce_eager": True}  # as the transformers backend decodes
+    options = {"max_model_len": 2048, "enforce_eager": True}
     with_vllm = generate(str(IFPLAY_VLLM), "vllm", smollm2, path, tmp_path / "vllm.jsonl", backend_options=options)
     with_hf = generate("ifplay", "transformers", smollm2, path, tmp_path / "hf.jsonl")
     assert [r["key"] for r in with_vllm] == [p["key"] for p in prompts]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import REPO, planned_settings, run
-from ifplay.generation.backends import Backend, SamplingParams
+from ifplay.generation.backends import Backend, SamplingParams, resolve_dtype
 from ifplay.core.config import load_config
 from ifplay.judging.judge import make_judge
 from ifplay.plan import Plan
@@ -16,6 +16,8 @@ from ifplay.spar.stages import judge_responses, judgement_example, refinement_ex
 from ifplay.generation.teacher import Teacher
 from ifplay.spar.teacher_data import actor_examples, answer_prompts, refine_negatives, refiner_examples
 from ifplay.spar.tree_search import SearchConfig
+
+GENERATION_DTYPE = resolve_dtype("transformers", "auto")  # config backend.dtype on this machine
 
 JUDGE = (REPO / "config" / "prompts" / "judge_verdict_first.txt").read_text()
 REFINE = (REPO / "config" / "prompts" / "refine_plain.txt").read_text()
@@ -128,7 +130,7 @@ def test_plan_wires_the_teacher_data_to_m0_and_r0_and_shares_upstream():
     default, sft = Plan(load_config([])), Plan(load_config([REPO / "config" / "experiments" / "spar-sft.yaml"]))
     data = sft.teacher_data
     assert data.kind == "teacher_sft_data" and data.inputs["prompts"] is sft.evolution
-    assert data.inputs["teacher"] is sft.base and data.config["teacher"] == {"backend": "transformers", "model": None}
+    assert data.inputs["teacher"] is sft.base and data.config["teacher"] == {"backend": {"name": "transformers", "dtype": GENERATION_DTYPE}, "model": None}
     samples = data.inputs["samples"]  # the student's: the base model on the first 16 evolved prompts
     assert samples.kind == "generate" and samples.inputs["model"] is sft.base
     assert samples.inputs["prompts"].config == {"limit": 16}
@@ -168,7 +170,7 @@ def test_plan_with_a_served_teacher_keys_its_name_not_its_server():
     plan = Plan(load_config(overlay, served))
     data = plan.teacher_data
     assert "teacher" not in data.inputs and "base_url" in data.runtime["backend_options"]  # the server: runtime
-    assert data.config["teacher"] == {"backend": "openai", "model": "gpt-4o-mini-2024-07-18"}
+    assert data.config["teacher"] == {"backend": {"name": "openai", "dtype": None}, "model": "gpt-4o-mini-2024-07-18"}
     # the student is still the base model, sampled on the run's own backend
     assert data.inputs["samples"].inputs["model"] is plan.base
     moved = Plan(load_config(overlay, {**served, "backend": {"openai": {"base_url": "http://10.0.0.1:8000/v1"}}}))

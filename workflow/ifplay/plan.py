@@ -21,6 +21,7 @@ from pathlib import Path
 from ifplay.autoif.plan import AutoIFRun, add_autoif
 from ifplay.core import sources
 from ifplay.core.stages import RESULTS, Stage, short_hash  # noqa: F401 - re-exported for callers
+from ifplay.generation.backends import resolve_dtype
 from ifplay.evaluation.plan import Evaluation, ScalingPoint, add_benchmark, add_inference_scaling
 from ifplay.spar.plan import JudgeEvaluation, SparIteration, add_sft, add_spar
 
@@ -76,11 +77,18 @@ class Plan:
         return {"batch_size": backend["batch_size"], "max_prompt_tokens": backend["max_prompt_tokens"],
                 "backend_options": self.backend_options(backend["name"])}
 
+    def backend(self, name: str | None = None) -> dict:
+        """The hashed backend of a generating stage (:class:`ifplay.generation.backends.BackendChoice`):
+        ``name`` (default config ``backend.name``) and the dtype config ``backend.dtype`` resolves to
+        on this machine."""
+        name = name or self.config["backend"]["name"]
+        return {"name": name, "dtype": resolve_dtype(name, self.config["backend"]["dtype"])}
+
     def eval_responses(self, model: Stage, prompts: Stage) -> Stage:
         """Greedy responses of ``model`` to ``prompts`` (the evaluation decoding)."""
         return Stage(
             "generate",
-            {"backend": self.config["backend"]["name"],
+            {"backend": self.backend(),
              "sampling": {**GREEDY, "max_new_tokens": self.config["eval"]["max_new_tokens"]}},
             {"model": model, "prompts": prompts},
             runtime=self.backend_runtime(),
@@ -90,7 +98,7 @@ class Plan:
         """``sampling["k"]`` samples per prompt of ``model`` (self-play, best-of-N, online DPO), seeded by
         the experiment's seed."""
         settings = {key: value for key, value in sampling.items() if key != "k"}
-        return self.add(Stage("generate", {"backend": self.config["backend"]["name"],
+        return self.add(Stage("generate", {"backend": self.backend(),
                                            "sampling": {"n": sampling["k"], **settings, "seed": self.config["seed"]}},
                               {"model": model, "prompts": prompts}, runtime=self.backend_runtime(), files=files or {}))
 

@@ -25,7 +25,7 @@ def add_autoif(plan, base: Stage) -> None:
     """AutoIF's data pipeline with the supervisor (``autoif.supervisor`` or the base model), then
     SFT(base) on D_train, offline DPO of the SFT model, and online DPO iterations from it."""
     cfg = plan.config["autoif"]
-    backend = plan.config["backend"]["name"]
+    backend = plan.backend()
     seed = plan.config["seed"]
     runtime = plan.backend_runtime()
     label = plan.base_label()

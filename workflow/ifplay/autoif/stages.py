@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ifplay.autoif import core as autoif
 from ifplay.core.settings import NoRuntime, SettingsError
-from ifplay.generation.backends import BackendRuntime, SamplingParams
+from ifplay.generation.backends import BackendChoice, BackendRuntime, SamplingParams
 from ifplay.sandbox.runner import SandboxLimits
 from ifplay.sandbox.runner import execute, make_sandbox
 from ifplay.core.records import Checkpoint, RecordError, numbered_jsonl, read_jsonl, write_json, write_jsonl
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 class Supervisor:
     """The model that writes AutoIF's data, built lazily (a resumed stage may need no generation)."""
 
-    def __init__(self, model: str, backend: str = "transformers", batch_size: int = 16,
+    def __init__(self, model: str, backend: BackendChoice | str = "transformers", batch_size: int = 16,
                  max_prompt_tokens: int = 2048, threads: int | None = None, backend_options: dict | None = None):
         self.args = dict(model=model, backend=backend, batch_size=batch_size,
                          max_prompt_tokens=max_prompt_tokens, threads=threads, options=backend_options)
@@ -600,7 +600,7 @@ class Augment:
 class AugmentedInstructionsConfig:
     seeds: Seeds
     augment: Augment
-    backend: str
+    backend: BackendChoice
     seed: int
 
 
@@ -662,7 +662,7 @@ class Verifiers:
 @dataclass(frozen=True)
 class VerifiersConfig:
     verifiers: Verifiers
-    backend: str
+    backend: BackendChoice
     seed: int
 
 
@@ -740,7 +740,7 @@ class ClassifierBackTranslation:
 @dataclass(frozen=True)
 class BacktransConfig:
     back_translation: LlmBackTranslation | ClassifierBackTranslation
-    backend: str
+    backend: BackendChoice
     seed: int
 
 
@@ -817,7 +817,7 @@ class Responses:
 @dataclass(frozen=True)
 class ResponsesConfig:
     responses: Responses
-    backend: str
+    backend: BackendChoice
     seed: int
 
 
@@ -867,7 +867,7 @@ class Quality:
 @dataclass(frozen=True)
 class ScoredConfig:
     quality: Quality
-    backend: str
+    backend: BackendChoice
     seed: int
 
 

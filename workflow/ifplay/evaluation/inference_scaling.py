@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from ifplay.scoring.ifeval import METRICS, SHORT
 from ifplay.core.records import atomic_path, read_json
 from ifplay.core.settings import NoRuntime
+from ifplay.generation.backends import BackendChoice
 from ifplay.spar.stages import JudgeConfig, Search, SearchRuntime, tree_root
 from ifplay.spar.tree_search import SearchResult, TreeSearch
 
@@ -197,7 +198,7 @@ class ScalingSearchConfig:
     budget: int  # responses generated per prompt: the greedy answer + at most budget-1 refinements
     search: Search
     judge: JudgeConfig
-    backend: str
+    backend: BackendChoice
     seed: int
 
 

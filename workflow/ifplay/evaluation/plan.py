@@ -50,7 +50,7 @@ def add_inference_scaling(plan, actor: Stage, refiner: Stage) -> None:
     """Greedy, best-of-N and tree-search decoding of the first ``limit`` IFEval prompts by
     ``actor`` with ``refiner`` judging, at each budget (:mod:`ifplay.evaluation.inference_scaling`)."""
     cfg = plan.config["eval"]["inference_scaling"]
-    backend = plan.config["backend"]["name"]
+    backend = plan.backend()
     seed = plan.config["seed"]
     runtime = plan.backend_runtime()
     judge, judge_path = refiner_judge(plan)

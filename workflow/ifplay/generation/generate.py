@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from ifplay.generation.backends import BackendRuntime, SamplingParams, make_backend
+from ifplay.generation.backends import BackendChoice, BackendRuntime, SamplingParams, make_backend
 from ifplay.core.records import Checkpoint, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class Sampling:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    backend: str
+    backend: BackendChoice
     sampling: Sampling
 
 
@@ -51,7 +51,7 @@ def user_turn(prompt: str) -> list[dict]:
     return [{"role": "user", "content": prompt}]
 
 
-def generate_responses(model: str, prompts_path: str, out: str, backend: str, params: SamplingParams, *,
+def generate_responses(model: str, prompts_path: str, out: str, backend: BackendChoice | str, params: SamplingParams, *,
                        batch_size: int = 16, max_prompt_tokens: int = 2048, threads: int | None = None,
                        chunk_batches: int = 1, backend_options: dict | None = None) -> list[dict]:
     prompts = read_jsonl(prompts_path, required=("key", "prompt"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ifplay.core.settings import SettingsError
-from ifplay.generation.backends import (Backend, BackendRuntime, Conversation, SamplingParams, make_backend,
+from ifplay.generation.backends import (Backend, BackendChoice, BackendRuntime, Conversation, SamplingParams, make_backend,
                                        parse_options)
 
 
@@ -46,7 +46,7 @@ class Teacher(Backend):
         self.backend.close()
 
 
-def make_teacher(backend: str, model: str, options: str | dict | None = None, *, batch_size: int = 16,
+def make_teacher(backend: BackendChoice | str, model: str, options: str | dict | None = None, *, batch_size: int = 16,
                  max_prompt_tokens: int = 2048, threads: int | None = None) -> Teacher:
     """The teacher on ``backend`` (transformers, vllm or openai) for ``model``: a checkpoint path, or
     for openai the served model's name (``backend.openai.model`` overrides it)."""
@@ -61,7 +61,7 @@ class TeacherConfig:
     """The ``teacher`` of a teacher stage's slice: its backend, and the model a server serves under
     that name (null: the teacher is a checkpoint, the stage's ``teacher`` input, whose key says which)."""
 
-    backend: str
+    backend: BackendChoice
     model: str | None
 
 

@@ -89,7 +89,7 @@ def add_spar(plan, base: Stage, actor: Stage, refiner: Stage) -> None:
     The prompt pool is ``data.train_prompts`` or, with ``spar.prompt_source: autoif``, the AutoIF
     pipeline's queries with their verification functions (which the verifier judge runs)."""
     spar = plan.config["spar"]
-    backend = plan.config["backend"]["name"]
+    backend = plan.backend()
     runtime = plan.backend_runtime()
     autoif_pool = spar["prompt_source"] == "autoif"
     if spar["prompt_source"] == "evolved":
@@ -162,11 +162,11 @@ def teacher_model(plan) -> tuple[dict, Stage | None, dict]:
     serves it), its checkpoint stage (None for a served model) and its runtime settings (batch sizes,
     the teacher backend's options)."""
     teacher = plan.config["teacher"]
-    backend = teacher["backend"] or plan.config["backend"]["name"]
-    runtime = {**plan.backend_runtime(), "backend_options": plan.backend_options(backend)}
+    backend = plan.backend(teacher["backend"])
+    runtime = {**plan.backend_runtime(), "backend_options": plan.backend_options(backend["name"])}
     if teacher["model"] is None:
         return {"backend": backend, "model": None}, plan.base, runtime
-    if backend == "openai":
+    if backend["name"] == "openai":
         return {"backend": backend, "model": teacher["model"]}, None, runtime
     return {"backend": backend, "model": None}, plan.other_model(teacher["model"], "teacher.model"), runtime
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ifplay.core import settings
 from ifplay.core.records import Checkpoint, read_jsonl
 from ifplay.core.settings import SettingsError
-from ifplay.generation.backends import Backend, BackendRuntime
+from ifplay.generation.backends import Backend, BackendChoice, BackendRuntime
 from ifplay.generation.templates import template_turns
 from ifplay.judging.judge import Judge, VotedJudgement, make_judge
 from ifplay.sandbox.runner import SandboxLimits
@@ -387,7 +387,7 @@ class JudgeStageConfig:
     """The slice of a stage that judges responses (judgements, judge_eval)."""
 
     judge: JudgeConfig
-    backend: str
+    backend: BackendChoice
     seed: int
 
 
@@ -403,7 +403,7 @@ class JudgeSettings:
 class TreeSearchConfig:
     judge: JudgeConfig
     search: BudgetedSearch
-    backend: str
+    backend: BackendChoice
     negatives_per_prompt: int
     seed: int
 
@@ -440,7 +440,7 @@ class SparDataSettings:
     runtime: Templates
 
 
-def refiner_backend(backend: str, runtime: BackendRuntime, refiner: str | None, threads: int) -> Backend | None:
+def refiner_backend(backend: BackendChoice | str, runtime: BackendRuntime, refiner: str | None, threads: int) -> Backend | None:
     """The refiner checkpoint ``refiner`` on ``backend`` (None without one)."""
     return runtime.make(backend, refiner, threads) if refiner else None
 

@@ -19,8 +19,10 @@ GPU kernels may still change the arithmetic, and so rarely a sampled (more rarel
 
 CPU build: ``gpu_memory_utilization`` is the share of the NUMA node's RAM the engine reserves
 (default here 0.3; 0.9 on GPUs); ``VLLM_CPU_OMP_THREADS_BIND`` (cores for the OpenMP threads,
-default "auto") governs the cores; ``threads`` is not used. ``dtype="auto"`` loads a float32
-checkpoint as bfloat16 on the CPU build; pass "float32" to decode as the transformers backend does.
+default "auto") governs the cores; ``threads`` is not used. ``dtype`` is the stage's
+(config ``backend.dtype``, resolved into the key: :class:`ifplay.generation.backends.BackendChoice`);
+``"auto"`` (a bare name given to ``make_backend``) is vLLM's choice, bfloat16 for a float32
+checkpoint on the CPU build.
 ``enforce_eager`` skips torch.compile: on the CPU build engine start-up drops from ~80 s to ~25 s
 for SmolLM2-135M (the tests use it). Engine start-up spawns worker processes: scripts that build this backend
 need an ``if __name__ == "__main__":`` guard.
