@@ -193,9 +193,10 @@ def main() -> None:
     total = {name: sum(s[name] for s in stages) for name in ("requests", "samples", "prompt_tokens", "generated_tokens")}
     total["wall_s"] = round(sum(s["wall_s"] or 0 for s in stages), 1)
     total["tokens_per_s"] = round(total["generated_tokens"] / total["wall_s"], 1) if total["wall_s"] else None
-    if all(s.get("vllm_s") for s in stages):
-        vllm_s = sum(s["vllm_s"] for s in stages)
-        total["vllm_tokens_per_s"] = round(sum(s["vllm_tokens"] for s in stages) / vllm_s, 1)
+    worked = [s for s in stages if s["generated_tokens"]]  # a stage with nothing to do (budget 1) has no replay
+    if worked and all(s.get("vllm_s") for s in worked):
+        vllm_s = sum(s["vllm_s"] for s in worked)
+        total["vllm_tokens_per_s"] = round(sum(s["vllm_tokens"] for s in worked) / vllm_s, 1)
         total["utilisation"] = round(total["tokens_per_s"] / total["vllm_tokens_per_s"], 2)
     report["total"] = total
     machine = report["machine"]
