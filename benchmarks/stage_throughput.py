@@ -12,7 +12,8 @@ token ids and how many tokens each sample decoded. Snakemake's benchmark file be
   project's own ``VLLMBackend`` settings; the stages' dtype), each sample as its own request that
   decodes exactly the number of tokens the stage's sample decoded (``min_tokens = max_tokens``,
   ``ignore_eos``), with the stage's temperature and top-p. So vLLM does the same work: the same
-  prompts and the same generated tokens. Engine start-up and one warm-up call are not timed
+  prompts and the same generated tokens. vLLM's prefix cache is emptied before each stage (within
+  a stage it serves, as in the stage itself: the votes of one prompt share its prefill). Engine start-up and one warm-up call are not timed
   (steady state). The replay runs on the base checkpoint (``--model``): every model of a run has its
   architecture and dtype, and the tokens to decode are fixed, so the weights do not change the work.
 
@@ -111,6 +112,9 @@ def replay_worker(args) -> None:
     llm.generate(*requests_of(warm), use_tqdm=False)
     results = {}
     for stage in stages:
+        # each stage is its own job with its own engine: no prefix cached by an earlier stage (two
+        # stages judging the same answers send identical prompts) may serve this one
+        llm.reset_prefix_cache()
         seconds, tokens = 0.0, 0
         for call in stage["calls"]:
             prompts, sampling = requests_of(call)
