@@ -24,15 +24,11 @@ SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_f
 
 
 def cpu_flags() -> list[str]:
-    """The processor's flags among :data:`SPEED_FLAGS` (/proc/cpuinfo)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                present = set(line.split(":", 1)[1].split())
-                return [flag for flag in SPEED_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
+    """The processor's flags among :data:`SPEED_FLAGS` (/proc/cpuinfo, read as ``backend.dtype: auto`` reads it)."""
+    from ifplay.generation.backends import cpu_flags as all_flags
+
+    present = all_flags()
+    return [flag for flag in SPEED_FLAGS if flag in present]
 
 
 def describe() -> dict:

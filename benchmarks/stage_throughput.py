@@ -13,8 +13,8 @@ token ids and how many tokens each sample decoded. Snakemake's benchmark file be
   decodes exactly the number of tokens the stage's sample decoded (``min_tokens = max_tokens``,
   ``ignore_eos``), with the stage's temperature and top-p. So vLLM does the same work: the same
   prompts and the same generated tokens. vLLM's prefix cache is emptied before each stage (within
-  a stage it serves, as in the stage itself: the votes of one prompt share its prefill). Engine start-up and one warm-up call are not timed
-  (steady state). The replay runs on the base checkpoint (``--model``): every model of a run has its
+  a stage it serves, as in the stage itself: the votes of one prompt share its prefill). Engine
+  start-up and one warm-up call are not timed (steady state). The replay runs on the base checkpoint (``--model``): every model of a run has its
   architecture and dtype, and the tokens to decode are fixed, so the weights do not change the work.
 
 Run from the repository root after ``make run`` (``make venv-vllm`` for the replay):

@@ -35,6 +35,7 @@ class Plan:
 
     def __init__(self, config: dict):
         self.config = config
+        self._dtypes: dict[str, str | None] = {}  # backend name -> resolved backend.dtype (Plan.backend)
         self.stages: dict[str, Stage] = {}
         self._report_key: str | None = None  # of the finished plan (report_key)
         self.evaluations: list[Evaluation] = []
@@ -82,7 +83,9 @@ class Plan:
         ``name`` (default config ``backend.name``) and the dtype config ``backend.dtype`` resolves to
         on this machine."""
         name = name or self.config["backend"]["name"]
-        return {"name": name, "dtype": resolve_dtype(name, self.config["backend"]["dtype"])}
+        if name not in self._dtypes:  # `auto` reads /proc once per plan, not once per stage
+            self._dtypes[name] = resolve_dtype(name, self.config["backend"]["dtype"])
+        return {"name": name, "dtype": self._dtypes[name]}
 
     def eval_responses(self, model: Stage, prompts: Stage) -> Stage:
         """Greedy responses of ``model`` to ``prompts`` (the evaluation decoding)."""

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ifplay.generation.backends.base import Backend, Conversation, Message, SamplingParams
 
-__all__ = ["Backend", "BackendChoice", "BackendRuntime", "Conversation", "Message", "SamplingParams", "make_backend",
-           "native_bfloat16", "parse_options", "resolve_dtype", "BACKENDS", "DTYPES"]
+__all__ = ["Backend", "BackendChoice", "BackendRuntime", "Conversation", "Message", "SamplingParams", "cpu_flags",
+           "make_backend", "native_bfloat16", "parse_options", "resolve_dtype", "BACKENDS", "DTYPES"]
 
 BACKENDS = ("transformers", "vllm", "openai")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -39,12 +39,16 @@ def native_bfloat16(cpuinfo: str | os.PathLike = "/proc/cpuinfo", nvidia: str | 
     gpus = Path(nvidia)
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) != "" and gpus.is_dir() and any(gpus.iterdir()):
         return True
+    return not cpu_flags(cpuinfo).isdisjoint(BF16_CPU_FLAGS)
+
+
+def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> set[str]:
+    """The first processor's instruction-set flags (/proc/cpuinfo; empty where there is none)."""
     try:
         text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
+        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
 
 
 def resolve_dtype(backend: str, dtype: str) -> str | None:
