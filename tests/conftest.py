@@ -15,6 +15,19 @@ SHARED_DATA = Path(os.environ.get("IFPLAY_SHARED_DATA", REPO.parent / "shared" /
 BIN = Path(sys.executable).parent
 
 
+# `make test` runs the suite on pytest-xdist's workers, one module per worker at a time (--dist loadfile
+# --no-loadscope-reorder: modules in this order). The modules that run whole workflows go first, longest
+# first (docs/testing.md has their times), so that no worker is left with a long module at the end.
+LONGEST_FIRST = ["test_slurm.py", "test_workflow_spar.py", "test_workflow_spar_sft.py", "test_readme.py",
+                 "test_workflow_autoif.py", "test_workflow.py", "test_workflow_followbench.py",
+                 "test_backend_openai.py", "test_stage_vllm.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order within a rank
+
+
 def shared(relpath: str) -> Path:
     path = SHARED_DATA / relpath
     if not path.exists():
@@ -37,11 +50,14 @@ def smollm2(request) -> Path:
     """The embedded SmolLM2-135M-Instruct, converted from its GGUF once and cached across runs."""
     from ifplay.generation.checkpoints import prepare_base_model
 
+    from filelock import FileLock
+
     cache = Path(request.config.cache.mkdir("smollm2-135m-instruct-f32"))
     checkpoint = cache / "checkpoint"
-    if not (checkpoint / "model.safetensors").is_file():
-        shutil.rmtree(checkpoint, ignore_errors=True)
-        prepare_base_model("builtin:smollm2-135m-instruct", "main", "float32", checkpoint)
+    with FileLock(cache / "convert.lock"):  # pytest-xdist's workers: one converts, the others wait
+        if not (checkpoint / "model.safetensors").is_file():
+            shutil.rmtree(checkpoint, ignore_errors=True)
+            prepare_base_model("builtin:smollm2-135m-instruct", "main", "float32", checkpoint)
     return checkpoint
 
 

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 def convert_gguf(gguf: Path, out: Path, dtype: str = "float32") -> Path:
     """De-quantise a GGUF file into a safetensors checkpoint directory (written atomically)."""
     import torch
+
+    from ifplay.core.hf import import_transformers
+
+    import_transformers()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = getattr(torch, dtype)

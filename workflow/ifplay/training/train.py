@@ -416,6 +416,9 @@ def _load_tokenizer(model: str):
 def make_dpo_trainer(model: str, pairs: list[dict], settings: dict, output_dir: str | os.PathLike,
                      ref_model: str | None = None):
     """A ``DPOTrainer`` for checked pairs and settings (``check_settings(..., "dpo")``), writing to ``output_dir``."""
+    from ifplay.core.hf import import_transformers
+
+    import_transformers()
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
@@ -488,6 +491,9 @@ def build_sft_dataset(tokenizer, conversations: list[tuple[str, list[dict]]]):
 def make_sft_trainer(model: str, conversations: list[tuple[str, list[dict]]], settings: dict,
                      output_dir: str | os.PathLike):
     """An ``SFTTrainer`` (loss on assistant tokens only) and the assistant-mask mechanism used."""
+    from ifplay.core.hf import import_transformers
+
+    import_transformers()
     from trl import SFTConfig, SFTTrainer
 
     tokenizer = _load_tokenizer(model)

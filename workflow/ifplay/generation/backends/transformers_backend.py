@@ -28,6 +28,10 @@ class TransformersBackend(Backend):
     def __init__(self, model_path: str, batch_size: int = 16, max_prompt_tokens: int = 2048,
                  threads: int | None = None, dtype: str | None = None, device: str | None = None):
         import torch
+
+        from ifplay.core.hf import import_transformers
+
+        import_transformers()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if threads:
