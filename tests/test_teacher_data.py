@@ -149,10 +149,11 @@ def test_plan_wires_the_teacher_data_to_m0_and_r0_and_shares_upstream():
     assert sft.judge_evaluations[0].model.endswith("-SFT")
     # shared with the default: exactly what does not depend on M_0 or R_0
     shared = {default.stages[k].kind for k in set(default.stages) & set(sft.stages)}
-    assert shared == {"base_model", "prompts", "generate", "ifeval_scores"}
+    assert shared == {"base_model", "prompts", "generate", "ifeval_scores", "followbench_prompts",
+                      "followbench_judgements", "followbench_scores"}  # the base model's evaluations
     for key in set(default.stages) & set(sft.stages):
         stage = sft.stages[key]
-        assert stage.kind in ("base_model", "prompts") or stage.inputs.get("model", stage) is not m0
+        assert stage.kind in ("base_model", "prompts", "followbench_prompts") or stage.inputs.get("model", stage) is not m0
     # the evolution is the one spar-evolved uses; another SFT setting keeps it and the student's samples
     evolved = Plan(load_config([REPO / "config" / "experiments" / "spar-evolved.yaml"]))
     assert evolved.evolution.key == sft.evolution.key

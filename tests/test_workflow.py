@@ -33,7 +33,7 @@ def workdir(tmp_path_factory, smollm2, ifeval_data):
         "experiment": "tiny",
         "model": {"base": str(smollm2), "label": "smollm2"},
         "data": {"ifeval": str(ifeval_data)},
-        "eval": {"max_new_tokens": 24, "benchmarks": {"ifeval": {"limit": 4}, "dev": {"limit": 3}},
+        "eval": {"max_new_tokens": 24, "benchmarks": {"ifeval": {"limit": 4}, "dev": {"limit": 3}, "followbench": {"enabled": False}},
                  "inference_scaling": {"enabled": False}},
         "spar": {"enabled": False},  # evaluation only (tests/test_workflow_spar.py runs SPaR)
     }

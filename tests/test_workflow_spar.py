@@ -1,6 +1,6 @@
 """One tiny SPaR iteration through the whole workflow, with the real model; then the model judge
-as a second experiment that shares the sampling stage, and an initial-SFT experiment on the
-teacher's data."""
+as a second experiment that shares the sampling stage. The initial-SFT experiment on the teacher's
+data: tests/test_workflow_spar_sft.py."""
 
 import json
 
@@ -8,20 +8,21 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import run
+from conftest import run, shared
 from test_workflow import job_counts, snakemake
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory, smollm2, ifeval_data):
-    workdir = tmp_path_factory.mktemp("spar")
-    tiny = {
+def tiny_config(smollm2, ifeval_data, llmbar=None) -> dict:
+    """The tiny SPaR experiment (tests/test_workflow_spar_sft.py starts from it too); ``llmbar``: the
+    LLMBar data directory (each refiner then judges its first pair of each subset)."""
+    return {
         "experiment": "spar-verifier",
         "model": {"base": str(smollm2), "label": "smollm2"},
-        "data": {"ifeval": str(ifeval_data)},
-        "eval": {"max_new_tokens": 16, "benchmarks": {"ifeval": {"limit": 2}, "dev": {"limit": 2}},
+        "data": {"ifeval": str(ifeval_data), "llmbar": str(llmbar) if llmbar else None},
+        "eval": {"max_new_tokens": 16, "benchmarks": {"ifeval": {"limit": 2}, "dev": {"limit": 2}, "followbench": {"enabled": False}},
+                 "llmbar": {"limit": 1, "votes": [1]},
                  "inference_scaling": {"limit": 2, "budgets": [1, 3], "sampling": {"max_new_tokens": 16},
                                        "search": {"branch": 2, "select": 1, "max_depth": 2, "max_new_tokens": 16}}},
         "spar": {
@@ -39,7 +40,12 @@ def workdir(tmp_path_factory, smollm2, ifeval_data):
             "refiner_rft": {"max_steps": 1, "max_length": 256},
         },
     }
-    (workdir / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, smollm2, ifeval_data):
+    workdir = tmp_path_factory.mktemp("spar")
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(smollm2, ifeval_data, shared("llmbar"))))
     no_scaling = {"inference_scaling": {"enabled": False}}  # the overlays test other things
     (workdir / "model-judge.yaml").write_text(yaml.safe_dump({"experiment": "spar-model", "eval": no_scaling,
                                                               "spar": {"judge": {"kind": "model"}}}))
@@ -77,6 +83,16 @@ def test_one_iteration_end_to_end(workdir):
     assert judge.loc[1, "model"] == "smollm2-SPaR-RFT"
     assert judge["accuracy"].between(0, 100).all()
     assert {"judge_eval"} <= kinds and len(manifest["judge_evaluations"]) == 2
+    # LLMBar: R_0 and R_1 judge the first pair of each subset (10 items), greedy and 2 sampled votes
+    llmbar = pd.read_csv(exp / "tables" / "llmbar.csv")
+    subsets = ["Natural", "GPTInst", "GPTOut", "Manual", "Neighbor", "Adversarial", "Average"]
+    assert list(llmbar["subset"]) == subsets * 2 and list(llmbar["iteration"]) == [0] * 7 + [1] * 7
+    assert (llmbar.loc[:4, "items"] == 2).all() and llmbar["accuracy"].between(0, 100).all()
+    votes = pd.read_csv(exp / "tables" / "llmbar_votes.csv")
+    assert set(votes["votes"].astype(str)) == {"greedy", "1", "2"}
+    [judged, _] = [s for s in manifest["stages"] if s["kind"] == "llmbar_judgements"]
+    first = json.loads((workdir / judged["output"]).read_text().splitlines()[0])
+    assert len(first["texts"]) == len(first["votes"]) == 2 and isinstance(first["greedy_text"], str)
 
 
 def test_inference_scaling_table_and_figure(workdir):
@@ -111,44 +127,3 @@ def test_model_judge_experiment_shares_sampling(workdir):
     stages = {s["key"]: s for s in json.loads((workdir / "results" / "experiments" / "spar-model" / "manifest.json")
                                                .read_text())["stages"]}
     assert any(stages[k]["kind"] == "generate" and stages[k]["config"]["sampling"]["n"] > 1 for k in shared)
-
-
-def test_initial_sft_experiment(workdir):
-    """sft.enabled: the base model as its own teacher evolves 4 seeds, answers them (M_0's data) and
-    judges and refines the student's samples (R_0's); both are fine-tuned, SPaR starts from them."""
-    (workdir / "sft.yaml").write_text(yaml.safe_dump({
-        "experiment": "spar-sft", "eval": {"inference_scaling": {"enabled": False}},
-        "prompt_evolution": {"limit": 4, "max_new_tokens": 24},
-        "sft": {"enabled": True,
-                "teacher_data": {"actor_prompts": 3, "refiner_prompts": 2, "answer": {"max_new_tokens": 16},
-                                 "student": {"k": 2, "max_new_tokens": 16}, "judge": {"max_new_tokens": 8},
-                                 "refine": {"max_new_tokens": 16}},
-                "training": {"max_steps": 1, "max_length": 256}}}))
-    jobs = job_counts(snakemake(workdir, "--configfile", "tiny.yaml", "sft.yaml", "-n").stdout)
-    # the base model, the prompt sets and the base model's evaluation are shared; self-play restarts
-    assert "base_model" not in jobs and "prompts" not in jobs and jobs["sft"] == 2 + 1  # M_0, R_0; R_1
-    assert jobs["evolved_prompts"] == jobs["teacher_sft_data"] == 1
-    # greedy answers of M_0 and M_1 to IFEval and dev; samples of the student and of M_0
-    assert jobs["generate"] == 4 + 2
-    snakemake(workdir, "--configfile", "tiny.yaml", "sft.yaml")
-    exp = workdir / "results" / "experiments" / "spar-sft"
-    table = pd.read_csv(exp / "tables" / "ifeval.csv")
-    assert list(zip(table["model"], table["iteration"])) == [("smollm2", 0), ("smollm2-SFT", 0),
-                                                             ("smollm2-SPaR-DPO", 1)]
-    judge = pd.read_csv(exp / "tables" / "judge.csv")
-    assert list(judge["model"]) == ["smollm2-SFT", "smollm2-SPaR-RFT"]
-    manifest = json.loads((exp / "manifest.json").read_text())
-    data = manifest["sft"]["teacher_data"]
-    counts, usage = data["counts"], data["usage"]
-    evolved = manifest["prompt_evolution"]["counts"]["kept"]
-    assert counts["actor_prompts"] == min(3, evolved) and counts["student_prompts"] == min(2, evolved)
-    assert counts["actor_examples"] == len((workdir / data["actor_data"]).read_text().splitlines())
-    assert counts["refiner_examples"] == len((workdir / data["refiner_data"]).read_text().splitlines())
-    assert usage["conversations"] >= counts["actor_prompts"] + counts["student_responses"]
-    stages = {s["key"]: s for s in manifest["stages"]}
-    m0, r0 = (manifest["sft"][role].split("/")[2] for role in ("actor", "refiner"))
-    assert stages[m0]["config"]["data"] == {"file": "actor.jsonl"}
-    assert stages[r0]["config"]["data"] == {"file": "refiner.jsonl"}
-    # self-play samples from M_0 and R_0 is the iteration-0 judge
-    assert [s["kind"] for s in manifest["stages"] if s["inputs"].get("model") == m0].count("generate") == 1 + 2  # samples, IFEval, dev
-    assert [s["kind"] for s in manifest["stages"] if s["inputs"].get("refiner") == r0].count("judge_eval") == 1

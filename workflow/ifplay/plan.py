@@ -22,7 +22,9 @@ from ifplay.autoif.plan import AutoIFRun, add_autoif
 from ifplay.core import sources
 from ifplay.core.stages import RESULTS, Stage, short_hash  # noqa: F401 - re-exported for callers
 from ifplay.generation.backends import resolve_dtype
-from ifplay.evaluation.plan import Evaluation, ScalingPoint, add_benchmark, add_inference_scaling
+from ifplay.evaluation.benchmarks import BENCHMARKS
+from ifplay.evaluation.plan import (Evaluation, LLMBarEvaluation, ScalingPoint, add_benchmark, add_inference_scaling,
+                                    add_llmbar)
 from ifplay.spar.plan import JudgeEvaluation, SparIteration, add_sft, add_spar
 
 #: Greedy decoding of the evaluations (the seed cannot change a greedy answer: fixed, so that the
@@ -42,6 +44,8 @@ class Plan:
         self.models: list[tuple[str, int, Stage]] = []
         self.spar: list[SparIteration] = []
         self.judge_evaluations: list[JudgeEvaluation] = []
+        self.refiners: list[tuple[str, int, Stage]] = []  # SPaR's R_0..R_T: (label, iteration, checkpoint)
+        self.llmbar: list[LLMBarEvaluation] = []
         self.sft: dict[str, Stage] = {}  # "actor" (M_0) and "refiner" (R_0) when they are SFT models
         self.autoif: AutoIFRun | None = None
         self.scaling: list[ScalingPoint] = []
@@ -65,7 +69,9 @@ class Plan:
 
         for name, bench in config["eval"]["benchmarks"].items():
             if bench["enabled"]:
-                add_benchmark(self, name, bench["limit"])
+                add_benchmark(self, name, bench)
+        if config["eval"]["llmbar"]["enabled"] and config["data"]["llmbar"] and self.refiners:
+            add_llmbar(self)
 
     # -- construction helpers -------------------------------------------------------------
     def add(self, stage: Stage) -> Stage:
@@ -87,14 +93,20 @@ class Plan:
             self._dtypes[name] = resolve_dtype(name, self.config["backend"]["dtype"])
         return {"name": name, "dtype": self._dtypes[name]}
 
-    def eval_responses(self, model: Stage, prompts: Stage) -> Stage:
-        """Greedy responses of ``model`` to ``prompts`` (the evaluation decoding)."""
+    def eval_responses(self, model: Stage, prompts: Stage, max_new_tokens: int | None = None,
+                       max_prompt_tokens: int | None = None) -> Stage:
+        """Greedy responses of ``model`` to ``prompts`` (the evaluation decoding): ``max_new_tokens``
+        (default ``eval.max_new_tokens``) and, where a benchmark sets its own, the prompt cap (a
+        benchmark that sets one hashes it into its prompts stage)."""
+        runtime = self.backend_runtime()
+        if max_prompt_tokens is not None:
+            runtime["max_prompt_tokens"] = max_prompt_tokens
         return Stage(
             "generate",
             {"backend": self.backend(),
-             "sampling": {**GREEDY, "max_new_tokens": self.config["eval"]["max_new_tokens"]}},
+             "sampling": {**GREEDY, "max_new_tokens": max_new_tokens or self.config["eval"]["max_new_tokens"]}},
             {"model": model, "prompts": prompts},
-            runtime=self.backend_runtime(),
+            runtime=runtime,
         )
 
     def samples(self, model: Stage, prompts: Stage, sampling: dict, files: dict | None = None) -> Stage:
@@ -166,6 +178,7 @@ class Plan:
                 + [it.data.path("counts.json") for it in self.spar]
                 + [stage.path("counts.json") for stage in (self.autoif.filters if self.autoif else [])]
                 + [stage.output for stage in self.training_runs().values()]
+                + [e.scores.output for e in self.llmbar]
                 + [point.scores.output for point in self.scaling]
                 + [point.answers.output for point in self.scaling if point.answers]
                 + [stage.path(name) for stage in (self.evolution, self.teacher_data) if stage
@@ -174,8 +187,10 @@ class Plan:
     def tables(self) -> list[str]:
         """The tables the experiment report writes (``tables/<name>.csv``)."""
         benchmarks = list(dict.fromkeys(e.benchmark for e in self.evaluations))
+        benchmarks += [f"{name}_{BENCHMARKS[name].breakdown}" for name in benchmarks if BENCHMARKS[name].breakdown]
         return (benchmarks + (["spar_counts", "spar_pairs"] if self.spar else [])
-                + (["judge"] if self.judge_evaluations else []) + (["autoif_counts"] if self.autoif else [])
+                + (["judge"] if self.judge_evaluations else []) + (["llmbar", "llmbar_votes"] if self.llmbar else [])
+                + (["autoif_counts"] if self.autoif else [])
                 + (["inference_scaling"] if self.scaling else [])
                 + (["teacher"] if self.evolution or self.teacher_data else []))
 
@@ -237,6 +252,7 @@ class Plan:
                 {"model": e.model, "iteration": e.iteration, "metrics": e.metrics.output}
                 for e in self.judge_evaluations
             ],
+            "llmbar": [{"judge": e.judge, "iteration": e.iteration, "scores": e.scores.output} for e in self.llmbar],
             "autoif": None if self.autoif is None else {
                 "filters": [{"kind": stage.kind, "counts": stage.path("counts.json")} for stage in self.autoif.filters],
                 "sft": self.autoif.sft.output,

@@ -125,6 +125,16 @@ def local_file(path: str | None, config_key: str) -> Path:
     raise SourceError(f"config key '{config_key}': {path}: no such file")
 
 
+def local_dir(path: str | None, config_key: str) -> Path:
+    """A directory named by the config (a benchmark's files): as given, else relative to the repository."""
+    if not path:
+        raise SourceError(f"config key '{config_key}': no directory given")
+    for candidate in (Path(path).expanduser(), REPO_ROOT / path):
+        if candidate.is_dir():
+            return candidate.resolve()
+    raise SourceError(f"config key '{config_key}': {path}: no such directory")
+
+
 # -- models ----------------------------------------------------------------------------------
 def model_origin(base: str, revision: str = "main", config_key: str = "model.base") -> Origin:
     if base.startswith("builtin:"):

@@ -11,7 +11,13 @@ how answers are generated, which stage kind scores them, and which metrics its t
 - ``scorer``: the stage kind (:mod:`ifplay.core.stages`) that reads prompts and responses and writes
   ``metrics.json`` with a ``metrics`` object;
 - ``metrics``: the table's columns, each ``column: key in metrics.json``; ``percent`` scales them
-  to percent (two decimals).
+  to percent (two decimals);
+- ``prompt_stage``: the stage kind that reads ``data.<prompts>`` (``prompts``: a prompt set in
+  IFEval's format; ``followbench_prompts``: FollowBench's six files);
+- ``judge``: the stage kind that judges each model's responses before the scorer reads them (the
+  benchmark's ``judge`` config), or None;
+- ``breakdown``: the name of a second table, ``tables/<name>_<breakdown>.csv``, whose rows are the
+  ``breakdown`` list of the scorer's ``metrics.json`` (FollowBench's categories), or None.
 
 The plan (``ifplay.plan``) evaluates every model of an experiment (the base model, the "-SFT"
 models, each method's iterations) on every enabled benchmark, and the report
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ifplay.evaluation.followbench import TABLE_COLUMNS as FOLLOWBENCH_COLUMNS
 from ifplay.scoring.ifeval import METRICS as IFEVAL_METRICS
 from ifplay.scoring.ifeval import SHORT as IFEVAL_SHORT
 
@@ -38,6 +45,9 @@ class Benchmark:
     metrics: dict[str, str]
     percent: bool
     doc: str
+    prompt_stage: str = "prompts"
+    judge: str | None = None
+    breakdown: str | None = None
 
 
 _IFEVAL_COLUMNS = {IFEVAL_SHORT[metric]: metric for metric in IFEVAL_METRICS}
@@ -47,4 +57,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
               percent=True, doc="IFEval (google/IFEval, 541 prompts): lm-eval's checkers, four accuracies"),
     Benchmark("dev", prompts="dev_prompts", generation="greedy", scorer="ifeval_scores", metrics=_IFEVAL_COLUMNS,
               percent=True, doc="the repository's held-out dev prompts, scored by the same IFEval checkers"),
+    Benchmark("followbench", prompts="followbench", generation="greedy", scorer="followbench_scores",
+              metrics={column: column for column in FOLLOWBENCH_COLUMNS}, percent=False,
+              prompt_stage="followbench_prompts", judge="followbench_judgements", breakdown="categories",
+              doc="FollowBench (YJiangcm/FollowBench, 820 items): SSR / HSR by level, CSL; rule checks and an LLM judge"),
 )}

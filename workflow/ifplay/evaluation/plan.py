@@ -33,17 +33,110 @@ class Evaluation:
     scores: Stage
 
 
-def add_benchmark(plan, name: str, limit: int | None) -> None:
-    """Every model of the experiment answers the benchmark's first ``limit`` prompts as the
-    benchmark says (:data:`ifplay.evaluation.benchmarks.BENCHMARKS`); its scorer scores them."""
+def add_benchmark(plan, name: str, cfg: dict) -> None:
+    """Every model of the experiment answers the benchmark's prompts (the first ``limit``) as the
+    benchmark says (:data:`ifplay.evaluation.benchmarks.BENCHMARKS`); its judge, if it has one,
+    judges the answers and its scorer scores them. ``cfg``: config ``eval.benchmarks.<name>``."""
     if name not in BENCHMARKS:
         raise ConfigError(f"eval.benchmarks.{name}: no such benchmark (declared: {', '.join(BENCHMARKS)})")
     spec = BENCHMARKS[name]
-    prompts = plan.add(plan.prompt_set(spec.prompts, limit))
+    if spec.prompt_stage == "followbench_prompts":
+        prompts = plan.add(followbench_prompts(plan, cfg))
+        generation = {"max_new_tokens": cfg["max_new_tokens"], "max_prompt_tokens": cfg["max_prompt_tokens"]}
+    else:
+        prompts = plan.add(plan.prompt_set(spec.prompts, cfg["limit"]))
+        generation = {}
+    judge = followbench_judge(plan, cfg) if spec.judge else None
     for model_label, iteration, model in plan.models:
-        responses = plan.add(plan.eval_responses(model, prompts))
-        scores = plan.add(Stage(spec.scorer, {}, {"prompts": prompts, "responses": responses}))
+        responses = plan.add(plan.eval_responses(model, prompts, **generation))
+        inputs = {"prompts": prompts, "responses": responses}
+        config = {}
+        if judge is not None:
+            config = {"judge": judge.name}
+            if judge.config is not None:
+                inputs["judged"] = plan.add(Stage(spec.judge, {"judge": judge.config},
+                                                  {**inputs, **({"judge": judge.model} if judge.model else {})},
+                                                  runtime=judge.runtime))
+        scores = plan.add(Stage(spec.scorer, config, inputs))
         plan.evaluations.append(Evaluation(name, model_label, iteration, scores))
+
+
+def followbench_prompts(plan, cfg: dict) -> Stage:
+    """FollowBench's items (``data.followbench``, the first ``limit`` groups of each category), their
+    prompts counted in tokens by the base model's tokenizer (:mod:`ifplay.evaluation.followbench`)."""
+    from ifplay.evaluation.followbench import data_origin
+
+    source = plan.config["data"]["followbench"]
+    return Stage("followbench_prompts", {"origin": data_origin(source), "limit": cfg["limit"],
+                                         "max_prompt_tokens": cfg["max_prompt_tokens"]},
+                 {"model": plan.base}, runtime={"source": source, "config_key": "data.followbench"})
+
+
+@dataclass
+class BenchmarkJudge:
+    """A benchmark's judge: ``name`` (its column in the table), its hashed ``config`` (None: no judge,
+    only rule-checked items are scored), its checkpoint stage (None for a served model), its runtime."""
+
+    name: str
+    config: dict | None
+    model: Stage | None
+    runtime: dict
+
+
+def followbench_judge(plan, cfg: dict) -> BenchmarkJudge:
+    """``eval.benchmarks.followbench.judge``: like the teacher, any model on any backend (model null =
+    the base model on backend.name; a checkpoint or hub id; or a served model's name with backend
+    openai)."""
+    judge = cfg["judge"]
+    if not judge["enabled"]:
+        return BenchmarkJudge("none", None, None, {})
+    backend = plan.backend(judge["backend"])
+    runtime = {**plan.backend_runtime(), "max_prompt_tokens": cfg["max_prompt_tokens"],
+               "backend_options": plan.backend_options(backend["name"])}
+    config = {"backend": backend, "model": None, "max_new_tokens": judge["max_new_tokens"]}
+    if judge["model"] is None:
+        return BenchmarkJudge(plan.base_label(), config, plan.base, runtime)
+    if backend["name"] == "openai":
+        return BenchmarkJudge(judge["model"], {**config, "model": judge["model"]}, None, runtime)
+    from ifplay.core import sources
+
+    model = plan.other_model(judge["model"], "eval.benchmarks.followbench.judge.model")
+    return BenchmarkJudge(sources.model_label(judge["model"]), config, model, runtime)
+
+
+@dataclass
+class LLMBarEvaluation:
+    """One judge (a refiner R_t) scored on LLMBar: rows of ``tables/llmbar.csv`` and ``llmbar_votes.csv``."""
+
+    judge: str
+    iteration: int
+    scores: Stage
+
+
+def add_llmbar(plan) -> None:
+    """Every refiner of the experiment (``plan.refiners``: R_0 .. R_T) judges LLMBar's items with SPaR's
+    judge template and sampling (:mod:`ifplay.evaluation.llmbar`)."""
+    from ifplay.scoring.llmbar import data_fingerprint
+
+    cfg = plan.config["eval"]["llmbar"]
+    source = plan.config["data"]["llmbar"]
+    from ifplay.core import sources
+
+    directory = sources.local_dir(source, "data.llmbar")
+    items = plan.add(Stage("llmbar_items", {"origin": data_fingerprint(directory), "limit": cfg["limit"]},
+                           runtime={"source": str(directory)}))
+    spar_judge = plan.config["spar"]["judge"]
+    template, template_path = spar_template(plan, "judge")
+    judge = {"template": template, "votes": max([*cfg["votes"], spar_judge["votes"]]),
+             "temperature": spar_judge["temperature"], "top_p": spar_judge["top_p"],
+             "max_new_tokens": spar_judge["max_new_tokens"], "model": None}
+    runtime = {**plan.backend_runtime(), "judge_template": template_path}
+    for label, iteration, refiner in plan.refiners:
+        judged = plan.add(Stage("llmbar_judgements", {"judge": judge, "backend": plan.backend(), "seed": plan.config["seed"]},
+                                {"pointwise": items, "refiner": refiner}, runtime=runtime))
+        scores = plan.add(Stage("llmbar_scores", {"votes": sorted(set(cfg["votes"])), "main": spar_judge["votes"]},
+                                {"pointwise": items, "judged": judged}))
+        plan.llmbar.append(LLMBarEvaluation(label, iteration, scores))
 
 
 def add_inference_scaling(plan, actor: Stage, refiner: Stage) -> None:

@@ -14,7 +14,9 @@ import pandas as pd
 from ifplay.core.config import flatten
 from ifplay.plan import Plan, experiment_dir
 from ifplay.core.records import RecordError, atomic_path, read_json, write_json
-from ifplay.reporting.tables import benchmark_table, judge_table, read_table, write_table
+from ifplay.evaluation.benchmarks import BENCHMARKS
+from ifplay.reporting.tables import (benchmark_table, breakdown_table, judge_table, llmbar_tables, read_table,
+                                     write_table)
 
 
 def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict:
@@ -27,6 +29,16 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
                 for e in plan.evaluations if e.benchmark == benchmark]
         csv, _ = write_table(benchmark_table(benchmark, rows), out / "tables" / benchmark)
         tables[benchmark] = str(csv.relative_to(out))
+        breakdown = BENCHMARKS[benchmark].breakdown
+        if breakdown:
+            name = f"{benchmark}_{breakdown}"
+            csv, _ = write_table(breakdown_table(benchmark, rows), out / "tables" / name)
+            tables[name] = str(csv.relative_to(out))
+    if plan.llmbar:
+        rows = [{"judge": e.judge, "iteration": e.iteration, "scores": e.scores.output} for e in plan.llmbar]
+        for name, table in zip(("llmbar", "llmbar_votes"), llmbar_tables(rows)):
+            csv, _ = write_table(table, out / "tables" / name)
+            tables[name] = str(csv.relative_to(out))
     if plan.judge_evaluations:
         rows = [{"model": e.model, "iteration": e.iteration, "metrics": e.metrics.output}
                 for e in plan.judge_evaluations]

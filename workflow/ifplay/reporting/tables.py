@@ -23,6 +23,37 @@ def benchmark_table(benchmark: str, rows: list[dict]) -> pd.DataFrame:
     return _by_iteration(records, ["model", "iteration", *spec.metrics])
 
 
+def breakdown_table(benchmark: str, rows: list[dict]) -> pd.DataFrame:
+    """``tables/<benchmark>_<breakdown>.csv``: for each row (model, iteration, scores), the rows of the
+    scorer's ``metrics.json`` ``breakdown`` list (FollowBench: one per category), in their order."""
+    records = [{"model": row["model"], "iteration": row["iteration"], **part}
+               for row in rows for part in read_json(row["scores"])["breakdown"]]
+    columns = list(dict.fromkeys(column for record in records for column in record))
+    return _by_iteration(records, columns or ["model", "iteration"])
+
+
+def llmbar_tables(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``tables/llmbar.csv`` and ``llmbar_votes.csv``: ``rows`` are dicts with judge, iteration and
+    scores (a path to an llmbar_scores metrics.json); one row per subset (and Adversarial, Average),
+    accuracy and F1 in percent, counts as integers."""
+    from ifplay.evaluation.llmbar import TABLE_COLUMNS
+
+    def records(key: str, columns: list[str]) -> list[dict]:
+        out = []
+        for row in rows:
+            for part in read_json(row["scores"])[key]:
+                out.append({"judge": row["judge"], "iteration": row["iteration"],
+                            **{c: round(part[c], 2) if c in ("accuracy", "f1") else part[c] for c in columns}})
+        return out
+
+    main = pd.DataFrame.from_records(records("rows", TABLE_COLUMNS), columns=["judge", "iteration", *TABLE_COLUMNS])
+    votes = pd.DataFrame.from_records(records("votes", ["votes", *TABLE_COLUMNS]),
+                                      columns=["judge", "iteration", "votes", *TABLE_COLUMNS])
+    order = ["iteration", "judge"]
+    return (main.sort_values(order, kind="stable").reset_index(drop=True),
+            votes.astype({"votes": str}).sort_values(order, kind="stable").reset_index(drop=True))
+
+
 def judge_table(rows: list[dict]) -> pd.DataFrame:
     """``rows``: dicts with model, iteration and metrics (a path to a judge_eval metrics.json);
     counts as integers, accuracy / precision / recall / F1 in percent."""

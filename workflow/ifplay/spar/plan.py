@@ -128,6 +128,7 @@ def add_spar(plan, base: Stage, actor: Stage, refiner: Stage) -> None:
                    "responses": plan.add(plan.eval_responses(base, heldout_prompts))}
 
     def score_judge(model_label: str, iteration: int, model: Stage) -> None:
+        plan.refiners.append((model_label, iteration, model))  # LLMBar judges with each (ifplay.plan)
         if heldout is None:
             return
         stage = plan.add(Stage("judge_eval", {"judge": judge_eval, "backend": backend, "seed": plan.config["seed"]},
