@@ -10,6 +10,7 @@ import pytest
 
 from conftest import shared
 from ifplay.core.config import load_config
+from ifplay.core.sources import model_label
 from ifplay.core.records import journal_path, read_jsonl
 from ifplay.evaluation import llmbar
 from ifplay.generation.backends import Backend
@@ -50,6 +51,30 @@ def test_every_refiner_judges_the_same_items(data):
     # more k's re-use the same votes when the largest k does not change
     same = plan(data, votes=[1, 2, 3])
     assert {s.key for s in same.stages.values() if s.kind == "llmbar_judgements"} == {s.key for s in judged}
+
+
+def test_named_judges_and_the_base_model_before_sft(data, smollm2, tmp_path):
+    served = {"model": "gpt-4o-mini-2024-07-18", "backend": "openai"}
+    p = plan(data, judges=[served, {"model": str(smollm2), "backend": None}])
+    [*refiners, api, local] = [s for s in p.stages.values() if s.kind == "llmbar_judgements"]
+    assert len(refiners) == 2 and "refiner" not in api.inputs  # the served judge: by name, no checkpoint
+    assert api.config["judge"]["model"] == served["model"] and api.config["backend"]["name"] == "openai"
+    assert local.inputs["refiner"].kind == "base_model" and local.config["judge"]["model"] is None
+    assert [(e.judge, e.iteration) for e in p.llmbar][2:] == [(served["model"], None), (model_label(str(smollm2)), None)]
+    # a named judge shares the refiners' votes and items, so adding one re-runs nothing else
+    assert {s.key for s in refiners} == {s.key for s in plan(data).stages.values() if s.kind == "llmbar_judgements"}
+    # with SFT, R_0 is the SFT model and the base model judges too (Table 2's first SPaR row)
+    sft = Plan(load_config([], {"data": {"llmbar": str(data)}, "sft": {"enabled": True},
+                                "eval": {"inference_scaling": {"enabled": False}}}))
+    rows = [(e.judge, e.iteration) for e in sft.llmbar]
+    assert rows[0] == (sft.base_label(), 0) and rows[1][0].endswith("-SFT") and rows[1][1] == 0
+    # named judges come first in the tables (no iteration), then the refiners in plan order
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps(llmbar.score_records(items(), [
+        {"key": i["key"], "greedy": 1, "votes": [1, 1, 1]} for i in items()], ks=[1], main=1)))
+    main, votes = llmbar_tables([{"judge": j, "iteration": it, "scores": str(metrics)}
+                                 for j, it in [("R_0", 0), ("R_1", 1), ("gpt-4o-mini", None)]])
+    assert list(main["judge"].unique()) == ["gpt-4o-mini", "R_0", "R_1"] and main["iteration"].isna().sum() == len(main) // 3
 
 
 def test_without_data_or_spar_nothing_is_planned(data):

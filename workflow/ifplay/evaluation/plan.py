@@ -106,23 +106,23 @@ def followbench_judge(plan, cfg: dict) -> BenchmarkJudge:
 
 @dataclass
 class LLMBarEvaluation:
-    """One judge (a refiner R_t) scored on LLMBar: rows of ``tables/llmbar.csv`` and ``llmbar_votes.csv``."""
+    """One judge scored on LLMBar: rows of ``tables/llmbar.csv`` and ``llmbar_votes.csv``; ``iteration``
+    is None for a judge named in ``eval.llmbar.judges``."""
 
     judge: str
-    iteration: int
+    iteration: int | None
     scores: Stage
 
 
 def add_llmbar(plan) -> None:
-    """Every refiner of the experiment (``plan.refiners``: R_0 .. R_T) judges LLMBar's items with SPaR's
-    judge template and sampling (:mod:`ifplay.evaluation.llmbar`)."""
+    """The base model (when SFT makes R_0), every refiner of the experiment (``plan.refiners``: R_0 ..
+    R_T) and every judge of ``eval.llmbar.judges`` judge LLMBar's items with SPaR's judge template and
+    sampling (:mod:`ifplay.evaluation.llmbar`)."""
+    from ifplay.core import sources
     from ifplay.scoring.llmbar import data_fingerprint
 
     cfg = plan.config["eval"]["llmbar"]
-    source = plan.config["data"]["llmbar"]
-    from ifplay.core import sources
-
-    directory = sources.local_dir(source, "data.llmbar")
+    directory = sources.local_dir(plan.config["data"]["llmbar"], "data.llmbar")
     items = plan.add(Stage("llmbar_items", {"origin": data_fingerprint(directory), "limit": cfg["limit"]},
                            runtime={"source": str(directory)}))
     spar_judge = plan.config["spar"]["judge"]
@@ -130,13 +130,29 @@ def add_llmbar(plan) -> None:
     judge = {"template": template, "votes": max([*cfg["votes"], spar_judge["votes"]]),
              "temperature": spar_judge["temperature"], "top_p": spar_judge["top_p"],
              "max_new_tokens": spar_judge["max_new_tokens"], "model": None}
-    runtime = {**plan.backend_runtime(), "judge_template": template_path}
-    for label, iteration, refiner in plan.refiners:
-        judged = plan.add(Stage("llmbar_judgements", {"judge": judge, "backend": plan.backend(), "seed": plan.config["seed"]},
-                                {"pointwise": items, "refiner": refiner}, runtime=runtime))
-        scores = plan.add(Stage("llmbar_scores", {"votes": sorted(set(cfg["votes"])), "main": spar_judge["votes"]},
-                                {"pointwise": items, "judged": judged}))
+    scores_config = {"votes": sorted(set(cfg["votes"])), "main": spar_judge["votes"]}
+
+    def evaluate(label: str, iteration: int | None, refiner: Stage | None, backend: dict, model: str | None) -> None:
+        runtime = {**plan.backend_runtime(), "backend_options": plan.backend_options(backend["name"]),
+                   "judge_template": template_path}
+        inputs = {"pointwise": items, **({"refiner": refiner} if refiner is not None else {})}
+        judged = plan.add(Stage("llmbar_judgements", {"judge": {**judge, "model": model}, "backend": backend,
+                                                      "seed": plan.config["seed"]}, inputs, runtime=runtime))
+        scores = plan.add(Stage("llmbar_scores", scores_config, {"pointwise": items, "judged": judged}))
         plan.llmbar.append(LLMBarEvaluation(label, iteration, scores))
+
+    refiners = list(plan.refiners)
+    if "refiner" in plan.sft:  # R_0 is the SFT model: the base model before it is Table 2's first SPaR row
+        refiners.insert(0, (plan.base_label(), 0, plan.base))
+    for label, iteration, refiner in refiners:
+        evaluate(label, iteration, refiner, plan.backend(), None)
+    for i, named in enumerate(cfg["judges"]):
+        backend = plan.backend(named["backend"])
+        if backend["name"] == "openai":
+            evaluate(named["model"], None, None, backend, named["model"])
+        else:
+            model = plan.other_model(named["model"], f"eval.llmbar.judges[{i}].model")
+            evaluate(sources.model_label(named["model"]), None, model, backend, None)
 
 
 def add_inference_scaling(plan, actor: Stage, refiner: Stage) -> None:

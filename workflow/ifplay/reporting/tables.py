@@ -49,9 +49,11 @@ def llmbar_tables(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     main = pd.DataFrame.from_records(records("rows", TABLE_COLUMNS), columns=["judge", "iteration", *TABLE_COLUMNS])
     votes = pd.DataFrame.from_records(records("votes", ["votes", *TABLE_COLUMNS]),
                                       columns=["judge", "iteration", "votes", *TABLE_COLUMNS])
-    order = ["iteration", "judge"]
-    return (main.sort_values(order, kind="stable").reset_index(drop=True),
-            votes.astype({"votes": str}).sort_values(order, kind="stable").reset_index(drop=True))
+    def ordered(frame: pd.DataFrame) -> pd.DataFrame:  # named judges (no iteration) first, as in Table 2
+        frame = frame.astype({"iteration": "Int64"})
+        return frame.sort_values("iteration", kind="stable", na_position="first").reset_index(drop=True)
+
+    return ordered(main), ordered(votes.astype({"votes": str}))
 
 
 def judge_table(rows: list[dict]) -> pd.DataFrame:
