@@ -30,6 +30,7 @@ include: "workflow/rules/sft.smk"
 include: "workflow/rules/spar.smk"
 include: "workflow/rules/autoif.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/refinement.smk"
 include: "workflow/rules/inference_scaling.smk"
 include: "workflow/rules/report.smk"
 

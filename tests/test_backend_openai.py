@@ -344,3 +344,69 @@ def test_teacher_sft_data_with_a_served_teacher(server, smollm2, tmp_path):
     judged = read_jsonl(files["judged"])
     assert all(j["critiques"][0].startswith("Final Judgement:") for j in judged)  # prefill + continuation
     assert KEY not in proc.stdout + proc.stderr + files["usage"].read_text()
+
+
+def _plan_settings(kind: str, overrides: dict, config: dict, runtime: dict) -> str:
+    """The --settings of the first ``kind`` stage of default.yaml with ``overrides`` (a config
+    overlay), ``config`` and ``runtime`` merged over it."""
+    from conftest import _merge
+    from ifplay.core.config import load_config
+    from ifplay.plan import Plan
+
+    stage = next(s for s in Plan(load_config([], overrides)).stages.values() if s.kind == kind)
+    settings = stage.settings()
+    return json.dumps({"config": _merge(settings["config"], config), "runtime": _merge(settings["runtime"], runtime)})
+
+
+def test_llmbar_judged_by_a_served_judge(server, smollm2, tmp_path):
+    """`ifplay llmbar-judgements` with a named served judge (eval.llmbar.judges, Table 2's GPT-4o-mini
+    row): no checkpoint, the judge's name sent to the server, greedy and sampled votes parsed."""
+    from conftest import shared
+    from ifplay.core.records import read_jsonl, write_jsonl
+    from ifplay.scoring import llmbar as lb
+
+    items = lb.load_items(shared("llmbar"), limit=1)
+    write_jsonl(tmp_path / "items.jsonl", items)
+    options = {"base_url": server, "api_key_env": KEY_ENV, "max_concurrency": 4}
+    served = {"model": str(smollm2), "backend": "openai"}
+    settings = _plan_settings("llmbar_judgements", {"data": {"llmbar": str(shared("llmbar"))},
+                                                    "eval": {"llmbar": {"judges": [served]}}},
+                              config={"judge": {"model": str(smollm2), "max_new_tokens": 12},
+                                      "backend": {"name": "openai", "dtype": None}},
+                              runtime={"backend_options": options})
+    out = tmp_path / "judged.jsonl"
+    proc = run(["ifplay", "llmbar-judgements", "--items", str(tmp_path / "items.jsonl"), "--out", str(out),
+                "--settings", settings, "--threads", "1"], cwd=tmp_path)
+    judged = read_jsonl(out)
+    assert [r["key"] for r in judged] == [i["key"] for i in items] and len(items) == 10
+    votes = json.loads(settings)["config"]["judge"]["votes"]
+    assert all(len(r["texts"]) == len(r["votes"]) == votes for r in judged)
+    assert all(r["greedy_text"].startswith("Final Judgement:") for r in judged)  # the template's prefill
+    assert sum(v is not None for r in judged for v in [r["greedy"], *r["votes"]]) > 0
+    assert KEY not in proc.stdout + proc.stderr
+
+
+def test_refinements_judged_by_a_served_judge(server, smollm2, tmp_path):
+    """`ifplay judgements` with a named model judge (eval.refinement.judges: Acc-GPT) on backend
+    openai: the served model votes by its name; no --refiner is given."""
+    from conftest import planned_settings
+    from ifplay.core.records import read_jsonl, write_jsonl
+
+    prompts = [{"key": 1, "prompt": "Describe the sea in exactly two sentences."},
+               {"key": 2, "prompt": "Write a haiku about tea, all in lowercase."}]
+    write_jsonl(tmp_path / "prompts.jsonl", prompts)
+    write_jsonl(tmp_path / "responses.jsonl", [{**p, "sample": 0, "response": "The sea is wide. It is blue."}
+                                               for p in prompts])
+    options = {"base_url": server, "api_key_env": KEY_ENV, "max_concurrency": 4}
+    settings = planned_settings("judgements", config={"judge": {"model": str(smollm2), "max_new_tokens": 12},
+                                                      "backend": {"name": "openai", "dtype": None}},
+                                runtime={"backend_options": options})
+    out = tmp_path / "judged.jsonl"
+    proc = run(["ifplay", "judgements", "--prompts", str(tmp_path / "prompts.jsonl"),
+                "--responses", str(tmp_path / "responses.jsonl"), "--out", str(out),
+                "--settings", settings, "--threads", "1"], cwd=tmp_path)
+    judged = read_jsonl(out)
+    votes = json.loads(settings)["config"]["judge"]["votes"]
+    assert [r["key"] for r in judged] == [1, 2] and all(len(r["critiques"]) >= votes for r in judged)
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["responses"] == 2
+    assert KEY not in proc.stdout + proc.stderr

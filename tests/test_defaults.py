@@ -22,12 +22,12 @@ DEFAULT_TEXT = (REPO / "config" / "default.yaml").read_text()
 DEFAULT = yaml.safe_load(DEFAULT_TEXT)
 SCHEMA = load_schema()
 
-# The only keys the schema does not require, because their absence means something: the tree search
-# at inference takes every key it lacks from spar.search, and warmup_steps (a step count) is the
+# The only keys the schema does not require, because their absence means something: the tree searches
+# at inference and of refinement accuracy take every key they lack from spar.search, and warmup_steps (a step count) is the
 # alternative to warmup_ratio. Setting them in default.yaml would change behaviour or stage keys.
 TRAINING = ("spar.actor_dpo", "spar.refiner_rft", "sft.training", "autoif.sft", "autoif.offline_dpo",
             "autoif.online_dpo.training")
-OPTIONAL = ({f"eval.inference_scaling.search.{key}" for key in (
+OPTIONAL = ({f"eval.{section}.search.{key}" for section in ("inference_scaling", "refinement") for key in (
     "algorithm", "branch", "select", "max_depth", "end_gate", "selection", "temperature", "top_p", "max_new_tokens")}
     | {f"{section}.warmup_steps" for section in TRAINING})
 # Objects whose keys are free (additionalProperties is a schema): default.yaml need not list keys there.

@@ -134,3 +134,20 @@ def test_judgements_keep_raw_texts_and_resume(tmp_path):
     main, votes = llmbar_tables([{"judge": "R_0", "iteration": 0, "scores": str(metrics)}])
     assert list(main.columns) == ["judge", "iteration", *llmbar.TABLE_COLUMNS]
     assert list(votes.columns[:3]) == ["judge", "iteration", "votes"] and set(votes["votes"]) == {"greedy", "1", "3"}
+
+
+def test_diff_matches_llmbar_rows_with_and_without_an_iteration(tmp_path):
+    import pandas as pd
+
+    from ifplay.reporting.experiments import table_deltas
+    from ifplay.reporting.tables import read_table, write_table
+
+    def table(name: str, accuracy: list[float]):
+        frame = pd.DataFrame({"judge": ["gpt-4o-mini", "R_0", "R_0"], "iteration": [None, 0, 0],
+                              "votes": ["greedy", "greedy", "3"], "subset": ["Natural"] * 3, "accuracy": accuracy})
+        csv, _ = write_table(frame.astype({"iteration": "Int64"}), tmp_path / name)
+        return read_table(csv)
+
+    rows = table_deltas(table("a", [70.0, 50.0, 55.0]), table("b", [70.0, 60.0, 50.0]))
+    assert {(r["judge"], r["iteration"], r["votes"]): r["cells"]["accuracy"]["delta"] for r in rows} == {
+        ("gpt-4o-mini", None, "greedy"): 0.0, ("R_0", 0, "greedy"): 10.0, ("R_0", 0, "3"): -5.0}

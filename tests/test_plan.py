@@ -184,11 +184,14 @@ def test_dry_run_job_lists_share_upstream(ifeval_data):
     assert jobs["base_model"] == 1 and jobs["prompts"] == 4 and jobs["generate"] == 5 + 2 + 2
     assert jobs["followbench_prompts"] == 1 and jobs["followbench_judgements"] == jobs["followbench_scores"] == 2
     assert jobs["sft"] == 1 and jobs["dpo"] == 1 and jobs["judge_eval"] == 2
-    assert jobs["judgements"] == 3 and jobs["scaling_best_of_n"] == 3 and jobs["scaling_search"] == 3
+    assert jobs["judgements"] == 3 + 8 and jobs["scaling_best_of_n"] == 3 and jobs["scaling_search"] == 3
+    # refinement accuracy: 2 refiners x (greedy, bfs 4), each judged by R_1 and the oracle
+    assert jobs["refinement_tasks"] == 1 and jobs["refinements"] == 4 and jobs["refinement_scores"] == 8
     assert jobs["ifeval_scores"] == 4 + 1 + 3 + 3
 
 
-SPAR = {"spar": {"enabled": True}, "eval": {"inference_scaling": {"enabled": False}}}
+# the evaluations that read the final actor or refiner off: they differ between iteration counts
+SPAR = {"spar": {"enabled": True}, "eval": {"inference_scaling": {"enabled": False}, "refinement": {"enabled": False}}}
 
 
 def test_spar_iterations_chain_and_share_prefixes():

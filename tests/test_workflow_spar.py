@@ -21,8 +21,10 @@ def tiny_config(smollm2, ifeval_data, llmbar=None) -> dict:
         "experiment": "spar-verifier",
         "model": {"base": str(smollm2), "label": "smollm2"},
         "data": {"ifeval": str(ifeval_data), "llmbar": str(llmbar) if llmbar else None},
-        "eval": {"max_new_tokens": 16, "benchmarks": {"ifeval": {"limit": 2}, "dev": {"limit": 2}, "followbench": {"enabled": False}},
+        "eval": {"max_new_tokens": 16, "benchmarks": {"ifeval": {"limit": 2}, "dev": {"limit": 8}, "followbench": {"enabled": False}},
                  "llmbar": {"limit": 1, "votes": [1]},
+                 "refinement": {"limit": None, "require_oracle_failure": False,
+                                "strategies": {"greedy": [1], "best_of_n": [], "iterative": [2], "bfs": [], "dfs": []}},
                  "inference_scaling": {"limit": 2, "budgets": [1, 3], "sampling": {"max_new_tokens": 16},
                                        "search": {"branch": 2, "select": 1, "max_depth": 2, "max_new_tokens": 16}}},
         "spar": {
@@ -32,10 +34,10 @@ def tiny_config(smollm2, ifeval_data, llmbar=None) -> dict:
             "judge": {"kind": "verifier", "votes": 2, "max_new_tokens": 32},
             "search": {"branch": 2, "select": 1, "max_depth": 2, "budget": 4, "max_new_tokens": 32,
                        "output_format": "plain"},
-            "judge_eval": {"limit": 2},
+            "judge_eval": {"limit": 8},  # the dev evaluation's eight answers: shared with it
             # the release's caps (the CPU default caps each judgement kind at 6)
             "rft_mix": {"refinements": 4000, "tree_judgements_positive": 1500, "tree_judgements_negative": 1000,
-                        "sample_judgements_yes": 2500, "sample_judgements_no": 500, "total": 9500},  # the dev evaluation's two responses: shared with it
+                        "sample_judgements_yes": 2500, "sample_judgements_no": 500, "total": 9500},
             "actor_dpo": {"max_steps": 1, "max_length": 160},
             "refiner_rft": {"max_steps": 1, "max_length": 256},
         },
@@ -77,9 +79,9 @@ def test_one_iteration_end_to_end(workdir):
     summary = pd.read_csv(exp / "tables" / "spar_counts.csv")
     assert summary.loc[0, "responses"] == 18 and summary.loc[0, "dpo_pairs"] == counts["dpo_pairs"]
     assert summary.loc[0, "negatives"] == counts["search"]["trees"]
-    # each refiner (R_0 = base, R_1 = RFT) judged the two held-out dev answers, scored by the oracle
+    # each refiner (R_0 = base, R_1 = RFT) judged the four held-out dev answers, scored by the oracle
     judge = pd.read_csv(exp / "tables" / "judge.csv")
-    assert list(judge["iteration"]) == [0, 1] and list(judge["responses"]) == [2, 2]
+    assert list(judge["iteration"]) == [0, 1] and list(judge["responses"]) == [8, 8]
     assert judge.loc[1, "model"] == "smollm2-SPaR-RFT"
     assert judge["accuracy"].between(0, 100).all()
     assert {"judge_eval"} <= kinds and len(manifest["judge_evaluations"]) == 2
@@ -93,6 +95,20 @@ def test_one_iteration_end_to_end(workdir):
     [judged, _] = [s for s in manifest["stages"] if s["kind"] == "llmbar_judgements"]
     first = json.loads((workdir / judged["output"]).read_text().splitlines()[0])
     assert len(first["texts"]) == len(first["votes"]) == 2 and isinstance(first["greedy_text"], str)
+    # refinement accuracy: the held-out answers R_0 judged No are the tasks; R_0 and R_1 refine them
+    # greedily and iteratively (2 refinements), R_1 and the oracle judge: 2 x 2 x 2 rows
+    refinement = pd.read_csv(exp / "tables" / "refinement.csv")
+    assert list(zip(refinement["iteration"], refinement["strategy"], refinement["judge"])) == [
+        (it, strategy, judge) for it in (0, 1) for strategy in ("greedy", "iterative") for judge in ("smollm2-SPaR-RFT", "oracle")]
+    [r0_eval, _] = [s for s in manifest["stages"] if s["kind"] == "judge_eval"]
+    held_out = [json.loads(line) for line in (workdir / r0_eval["output"]).with_name("judged.jsonl").read_text().splitlines()]
+    tasks = sum(r["label"] == 0 and bool(r["critique"]) for r in held_out)
+    assert (refinement["tasks"] == tasks).all() and refinement["accuracy"].between(0, 100).all()
+    assert (refinement["accepted"] + refinement["unparsed"] <= tasks).all()
+    for stage in (s for s in manifest["stages"] if s["kind"] == "refinements"):
+        counts = json.loads((workdir / stage["output"]).with_name("counts.json").read_text())
+        assert counts["tasks"] == tasks and counts["accepted"] + counts["best_refinement"] + counts["unparsed"] == tasks
+        assert counts["mean_refinements"] <= stage["config"]["budget"]
 
 
 def test_inference_scaling_table_and_figure(workdir):

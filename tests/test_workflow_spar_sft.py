@@ -32,7 +32,7 @@ def test_initial_sft_experiment(workdir):
     """sft.enabled: the base model as its own teacher evolves 4 seeds, answers them (M_0's data) and
     judges and refines the student's samples (R_0's); both are fine-tuned, SPaR starts from them."""
     (workdir / "sft.yaml").write_text(yaml.safe_dump({
-        "experiment": "spar-sft", "eval": {"inference_scaling": {"enabled": False}},
+        "experiment": "spar-sft", "eval": {"inference_scaling": {"enabled": False}, "refinement": {"enabled": False}},
         "prompt_evolution": {"limit": 4, "max_new_tokens": 24},
         "sft": {"enabled": True,
                 "teacher_data": {"actor_prompts": 3, "refiner_prompts": 2, "answer": {"max_new_tokens": 16},

@@ -227,14 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from ifplay.autoif import stages as autoif_stages
     from ifplay.core import cluster
-    from ifplay.evaluation import followbench, inference_scaling, judge_eval, llmbar
+    from ifplay.evaluation import followbench, inference_scaling, judge_eval, llmbar, refinement
     from ifplay.reporting import results_docs
     from ifplay.sandbox import runner as sandbox
     from ifplay.spar import evolution, teacher_data
     from ifplay.spar import stages as spar
     from ifplay.training import train as training
 
-    for module in (spar, judge_eval, followbench, llmbar, training, cluster, sandbox, autoif_stages, inference_scaling, evolution,
+    for module in (spar, judge_eval, followbench, llmbar, refinement, training, cluster, sandbox, autoif_stages, inference_scaling, evolution,
                    teacher_data, results_docs):
         module.add_cli(sub)
 
@@ -254,6 +254,7 @@ def settings_class(command: str) -> type | None:
 
 def main(argv: list[str] | None = None) -> int:
     from ifplay.core.config import ConfigError
+    from ifplay.evaluation.refinement import RefinementError
     from ifplay.scoring.followbench import FollowBenchScoringError
     from ifplay.scoring.ifeval import ScoringError
     from ifplay.sandbox.runner import SandboxError
@@ -269,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             args.settings, generation_log = settings.parse_stage(args.settings_class, settings.load(args.settings))
             journal.open_journal(generation_log)
         args.func(args)
-    except (RecordError, ConfigError, SourceError, ScoringError, FollowBenchScoringError, SandboxError,
-            settings.SettingsError) as err:
+    except (RecordError, ConfigError, SourceError, ScoringError, FollowBenchScoringError, RefinementError,
+            SandboxError, settings.SettingsError) as err:
         print(f"ifplay {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

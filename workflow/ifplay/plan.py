@@ -23,8 +23,8 @@ from ifplay.core import sources
 from ifplay.core.stages import RESULTS, Stage, short_hash  # noqa: F401 - re-exported for callers
 from ifplay.generation.backends import resolve_dtype
 from ifplay.evaluation.benchmarks import BENCHMARKS
-from ifplay.evaluation.plan import (Evaluation, LLMBarEvaluation, ScalingPoint, add_benchmark, add_inference_scaling,
-                                    add_llmbar)
+from ifplay.evaluation.plan import (Evaluation, LLMBarEvaluation, RefinementEvaluation, ScalingPoint, add_benchmark,
+                                    add_inference_scaling, add_llmbar, add_refinement)
 from ifplay.spar.plan import JudgeEvaluation, SparIteration, add_sft, add_spar
 
 #: Greedy decoding of the evaluations (the seed cannot change a greedy answer: fixed, so that the
@@ -46,6 +46,7 @@ class Plan:
         self.judge_evaluations: list[JudgeEvaluation] = []
         self.refiners: list[tuple[str, int, Stage]] = []  # SPaR's R_0..R_T: (label, iteration, checkpoint)
         self.llmbar: list[LLMBarEvaluation] = []
+        self.refinement: list[RefinementEvaluation] = []
         self.sft: dict[str, Stage] = {}  # "actor" (M_0) and "refiner" (R_0) when they are SFT models
         self.autoif: AutoIFRun | None = None
         self.scaling: list[ScalingPoint] = []
@@ -72,6 +73,8 @@ class Plan:
                 add_benchmark(self, name, bench)
         if config["eval"]["llmbar"]["enabled"] and config["data"]["llmbar"] and self.refiners:
             add_llmbar(self)
+        if config["eval"]["refinement"]["enabled"] and self.judge_evaluations:  # its tasks: R_0's judge_eval
+            add_refinement(self)
 
     # -- construction helpers -------------------------------------------------------------
     def add(self, stage: Stage) -> Stage:
@@ -179,6 +182,7 @@ class Plan:
                 + [stage.path("counts.json") for stage in (self.autoif.filters if self.autoif else [])]
                 + [stage.output for stage in self.training_runs().values()]
                 + [e.scores.output for e in self.llmbar]
+                + [e.scores.output for e in self.refinement]
                 + [point.scores.output for point in self.scaling]
                 + [point.answers.output for point in self.scaling if point.answers]
                 + [stage.path(name) for stage in (self.evolution, self.teacher_data) if stage
@@ -190,6 +194,7 @@ class Plan:
         benchmarks += [f"{name}_{BENCHMARKS[name].breakdown}" for name in benchmarks if BENCHMARKS[name].breakdown]
         return (benchmarks + (["spar_counts", "spar_pairs"] if self.spar else [])
                 + (["judge"] if self.judge_evaluations else []) + (["llmbar", "llmbar_votes"] if self.llmbar else [])
+                + (["refinement"] if self.refinement else [])
                 + (["autoif_counts"] if self.autoif else [])
                 + (["inference_scaling"] if self.scaling else [])
                 + (["teacher"] if self.evolution or self.teacher_data else []))
@@ -253,6 +258,8 @@ class Plan:
                 for e in self.judge_evaluations
             ],
             "llmbar": [{"judge": e.judge, "iteration": e.iteration, "scores": e.scores.output} for e in self.llmbar],
+            "refinement": [{"refiner": e.refiner, "iteration": e.iteration, "strategy": e.strategy, "budget": e.budget,
+                            "judge": e.judge, "scores": e.scores.output} for e in self.refinement],
             "autoif": None if self.autoif is None else {
                 "filters": [{"kind": stage.kind, "counts": stage.path("counts.json")} for stage in self.autoif.filters],
                 "sft": self.autoif.sft.output,

@@ -155,6 +155,67 @@ def add_llmbar(plan) -> None:
             evaluate(sources.model_label(named["model"]), None, model, backend, None)
 
 
+@dataclass
+class RefinementEvaluation:
+    """One (refiner, strategy, budget) judged by one judge: a row of ``tables/refinement.csv``."""
+
+    refiner: str
+    iteration: int
+    strategy: str
+    budget: int
+    judge: str
+    scores: Stage
+
+
+def add_refinement(plan) -> None:
+    """Refinement accuracy (:mod:`ifplay.evaluation.refinement`): tasks from R_0's judgements of the
+    held-out answers (its ``judge_eval`` stage); every refiner refines them with every strategy and
+    budget of ``eval.refinement.strategies``; the final refiner (Acc-SPaR), the verifier oracle and
+    every judge of ``eval.refinement.judges`` (Acc-GPT) judge."""
+    from ifplay.core import sources
+    from ifplay.evaluation.refinement import strategy_search
+
+    cfg = plan.config["eval"]["refinement"]
+    first = plan.judge_evaluations[0].metrics  # R_0 judging the base model's held-out answers
+    tasks = plan.add(Stage("refinement_tasks", {"limit": cfg["limit"], "require_oracle_failure": cfg["require_oracle_failure"]},
+                           {"prompts": first.inputs["prompts"], "judged": first, "oracle": first},
+                           files={"judged": "judged.jsonl", "oracle": "per_item.jsonl"}))
+    backend, seed = plan.backend(), plan.config["seed"]
+    runtime = plan.backend_runtime()
+    judge, judge_path = refiner_judge(plan)
+    search = {**plan.config["spar"]["search"], **cfg["search"]}
+    search.pop("budget")
+    search["template"], refine_path = spar_template(plan, "search")
+    final_label, _, final = plan.refiners[-1]
+    judges = {final_label: ({"judge": judge, "backend": backend, "seed": seed}, {"refiner": final},
+                            {**runtime, **judge_path}),
+              "oracle": ({"judge": {"kind": "verifier"}, "backend": backend, "seed": seed}, {}, {**runtime, **judge_path})}
+    for i, named in enumerate(cfg["judges"]):  # Acc-GPT: a served model by name, or a checkpoint
+        named_backend = plan.backend(named["backend"])
+        named_runtime = {**runtime, **judge_path, "backend_options": plan.backend_options(named_backend["name"])}
+        if named_backend["name"] == "openai":
+            judges[named["model"]] = ({"judge": {**judge, "model": named["model"]}, "backend": named_backend,
+                                       "seed": seed}, {}, named_runtime)
+        else:
+            model = plan.other_model(named["model"], f"eval.refinement.judges[{i}].model")
+            judges[sources.model_label(named["model"])] = (
+                {"judge": judge, "backend": named_backend, "seed": seed}, {"refiner": model}, named_runtime)
+    for label, iteration, refiner in plan.refiners:
+        for strategy, budgets in cfg["strategies"].items():
+            for budget in budgets:
+                refined = plan.add(Stage("refinements", {"strategy": strategy, "budget": budget,
+                                                         "search": strategy_search(strategy, budget, search),
+                                                         "judge": judge, "backend": backend, "seed": seed},
+                                         {"tasks": tasks, "prompts": tasks, "refiner": refiner},
+                                         files={"prompts": "prompts.jsonl"},
+                                         runtime={**runtime, **judge_path, "refine_template": refine_path}))
+                for name, (config, refiner_input, judge_runtime) in judges.items():
+                    judged = plan.add(Stage("judgements", config, {"samples": refined, "prompts": tasks, **refiner_input},
+                                            files={"prompts": "prompts.jsonl"}, runtime=judge_runtime))
+                    scores = plan.add(Stage("refinement_scores", {}, {"refined": refined, "judged": judged}))
+                    plan.refinement.append(RefinementEvaluation(label, iteration, strategy, budget, name, scores))
+
+
 def add_inference_scaling(plan, actor: Stage, refiner: Stage) -> None:
     """Greedy, best-of-N and tree-search decoding of the first ``limit`` IFEval prompts by
     ``actor`` with ``refiner`` judging, at each budget (:mod:`ifplay.evaluation.inference_scaling`)."""

@@ -16,7 +16,7 @@ from ifplay.plan import Plan, experiment_dir
 from ifplay.core.records import RecordError, atomic_path, read_json, write_json
 from ifplay.evaluation.benchmarks import BENCHMARKS
 from ifplay.reporting.tables import (benchmark_table, breakdown_table, judge_table, llmbar_tables, read_table,
-                                     write_table)
+                                     refinement_table, write_table)
 
 
 def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict:
@@ -39,6 +39,11 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
         for name, table in zip(("llmbar", "llmbar_votes"), llmbar_tables(rows)):
             csv, _ = write_table(table, out / "tables" / name)
             tables[name] = str(csv.relative_to(out))
+    if plan.refinement:
+        rows = [{"refiner": e.refiner, "iteration": e.iteration, "strategy": e.strategy, "budget": e.budget,
+                 "judge": e.judge, "scores": e.scores.output} for e in plan.refinement]
+        csv, _ = write_table(refinement_table(rows), out / "tables" / "refinement")
+        tables["refinement"] = str(csv.relative_to(out))
     if plan.judge_evaluations:
         rows = [{"model": e.model, "iteration": e.iteration, "metrics": e.metrics.output}
                 for e in plan.judge_evaluations]
@@ -225,7 +230,8 @@ def table_deltas(ta: pd.DataFrame, tb: pd.DataFrame) -> list[dict]:
             va, vb = row[f"{col}_a"], row[f"{col}_b"]
             cells[col] = {"a": None if pd.isna(va) else float(va), "b": None if pd.isna(vb) else float(vb),
                           "delta": None if pd.isna(va) or pd.isna(vb) else round(float(vb) - float(va), 4)}
-        rows.append({**{k: (int(row[k]) if k in ROW_KEYS else row[k]) for k in keys}, "cells": cells})
+        rows.append({**{k: (None if pd.isna(row[k]) else int(row[k])) if k in ROW_KEYS else row[k] for k in keys},
+                     "cells": cells})  # a named judge has no iteration
     return rows
 
 

@@ -56,6 +56,20 @@ def llmbar_tables(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return ordered(main), ordered(votes.astype({"votes": str}))
 
 
+def refinement_table(rows: list[dict]) -> pd.DataFrame:
+    """``tables/refinement.csv``: ``rows`` are dicts with refiner, iteration, strategy, budget, judge and
+    scores (a ``refinement_scores`` metrics.json path); in plan order, accuracy in percent."""
+    from ifplay.evaluation.refinement import TABLE_COLUMNS
+
+    records = []
+    for row in rows:
+        metrics = read_json(row["scores"])
+        records.append({**{k: row[k] for k in ("refiner", "iteration", "strategy", "budget", "judge")},
+                        "accuracy": round(metrics["accuracy"], 2), "mean_refinements": round(metrics["mean_refinements"], 2),
+                        **{k: metrics[k] for k in ("tasks", "accepted", "unparsed", "unlabelled")}})
+    return pd.DataFrame.from_records(records, columns=TABLE_COLUMNS)
+
+
 def judge_table(rows: list[dict]) -> pd.DataFrame:
     """``rows``: dicts with model, iteration and metrics (a path to a judge_eval metrics.json);
     counts as integers, accuracy / precision / recall / F1 in percent."""

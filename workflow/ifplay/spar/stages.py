@@ -302,6 +302,19 @@ class ModelJudgeConfig(VotingJudge):
 
 
 @dataclass(frozen=True)
+class NamedModelJudgeConfig(ModelJudgeConfig):
+    """``judge`` of kind model played by a named model instead of the stage's refiner: a served
+    model's name on backend openai (``eval.refinement.judges``: Table 3's GPT-4o)."""
+
+    model: str
+
+    def make(self, refiner: Backend | None, template_path: str, seed: int, threads: int) -> Judge:
+        if refiner is None:
+            raise SettingsError(f"the named judge {self.model!r} needs its backend (none was made)")
+        return make_judge("model", refiner, template_path, **self.params(seed))
+
+
+@dataclass(frozen=True)
 class VerifierJudgeConfig:
     """``judge`` of kind verifier on IFEval-style prompts: lm-eval's checkers (nothing to set)."""
 
@@ -326,7 +339,7 @@ class SandboxVerifierJudgeConfig(VerifierJudgeConfig):
 
 
 #: A stage's ``judge``, told apart by its keys.
-JudgeConfig = ModelJudgeConfig | VerifierJudgeConfig | SandboxVerifierJudgeConfig
+JudgeConfig = ModelJudgeConfig | NamedModelJudgeConfig | VerifierJudgeConfig | SandboxVerifierJudgeConfig
 
 
 @dataclass(frozen=True)
@@ -456,6 +469,8 @@ def _cmd_judge(args) -> None:
 
     config, runtime = args.settings.config, args.settings.runtime
     refiner = args.refiner if isinstance(config.judge, ModelJudgeConfig) else None
+    if isinstance(config.judge, NamedModelJudgeConfig):  # a served model: its name, no checkpoint
+        refiner = config.judge.model
     backend = refiner_backend(config.backend, runtime, refiner, args.threads)
     with stage_judge(config, runtime, backend, args.threads) as judge:
         judged = judge_responses(args.prompts, args.responses, args.out, judge)
