@@ -48,7 +48,8 @@ def tiny_config(smollm2, ifeval_data, llmbar=None) -> dict:
 def workdir(tmp_path_factory, smollm2, ifeval_data):
     workdir = tmp_path_factory.mktemp("spar")
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(smollm2, ifeval_data, shared("llmbar"))))
-    no_scaling = {"inference_scaling": {"enabled": False}}  # the overlays test other things
+    # the overlays test other things: the evaluations that read the final refiner off
+    no_scaling = {"inference_scaling": {"enabled": False}, "refinement": {"enabled": False}}
     (workdir / "model-judge.yaml").write_text(yaml.safe_dump({"experiment": "spar-model", "eval": no_scaling,
                                                               "spar": {"judge": {"kind": "model"}}}))
     snakemake(workdir, "--configfile", "tiny.yaml")
