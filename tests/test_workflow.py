@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, REPO, run
+from conftest import shared, BIN, REPO, run
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +32,9 @@ def workdir(tmp_path_factory, smollm2, ifeval_data):
     tiny = {
         "experiment": "tiny",
         "model": {"base": str(smollm2), "label": "smollm2"},
-        "data": {"ifeval": str(ifeval_data)},
-        "eval": {"max_new_tokens": 24, "benchmarks": {"ifeval": {"limit": 4}, "dev": {"limit": 3}, "followbench": {"enabled": False}},
+        "data": {"ifeval": str(ifeval_data), "ifbench": str(shared("ifbench/IFBench_test.jsonl"))},
+        "eval": {"max_new_tokens": 24, "benchmarks": {"ifeval": {"limit": 4}, "dev": {"limit": 3}, "ifbench": {"limit": 3},
+                                                      "followbench": {"enabled": False}},
                  "inference_scaling": {"enabled": False}},
         "spar": {"enabled": False},  # evaluation only (tests/test_workflow_spar.py runs SPaR)
     }
@@ -47,7 +48,8 @@ def test_experiment_outputs(workdir):
     exp = workdir / "results" / "experiments" / "tiny"
     manifest = json.loads((exp / "manifest.json").read_text())
     assert manifest["config"]["eval"]["max_new_tokens"] == 24
-    assert {s["kind"] for s in manifest["stages"]} == {"base_model", "prompts", "generate", "ifeval_scores"}
+    assert {s["kind"] for s in manifest["stages"]} == {"base_model", "prompts", "generate", "ifeval_scores",
+                                                       "ifbench_scores"}
     assert all(s["done"] for s in manifest["stages"])
     for bench, n in (("ifeval", 4), ("dev", 3)):
         table = pd.read_csv(exp / "tables" / f"{bench}.csv")
@@ -57,6 +59,13 @@ def test_experiment_outputs(workdir):
         assert (exp / "tables" / f"{bench}.md").read_text().startswith("| model")
         scores = next(e["scores"] for e in manifest["evaluations"] if e["benchmark"] == bench)
         assert json.loads((workdir / scores).read_text())["num_prompts"] == n
+    ifbench = pd.read_csv(exp / "tables" / "ifbench.csv")  # IFEval's columns over the scorable prompts
+    assert list(ifbench.columns) == ["model", "iteration", "prompt_strict", "inst_strict", "prompt_loose", "inst_loose",
+                                     "unscorable"]
+    scores = next(e["scores"] for e in manifest["evaluations"] if e["benchmark"] == "ifbench")
+    metrics = json.loads((workdir / scores).read_text())
+    assert metrics["num_prompts"] == 3 and ifbench.loc[0, "unscorable"] == metrics["num_unscorable"] == 0
+    assert metrics["official_commit"].startswith("db69a6f")
     assert list((workdir / "logs").glob("generate/*.log"))
     # the code and the packages that wrote it
     provenance = manifest["provenance"]
@@ -107,21 +116,21 @@ def test_rules_find_ifplay_through_the_snakemake_they_run_under(workdir):
 def test_eval_overlay_reruns_only_evaluation(workdir):
     dry = snakemake(workdir, "--configfile", "tiny.yaml", "tiny-eval.yaml", "-n").stdout
     jobs = job_counts(dry)
-    assert set(jobs) == {"generate", "ifeval_scores", "report", "all"}, jobs
-    assert jobs["generate"] == 2
+    assert set(jobs) == {"generate", "ifeval_scores", "ifbench_scores", "report", "all"}, jobs
+    assert jobs["generate"] == 3
     snakemake(workdir, "--configfile", "tiny.yaml", "tiny-eval.yaml")
     diff = json.loads(run(["ifplay", "diff", "tiny", "tiny-eval", "--json"], cwd=workdir).stdout)
     assert [c["key"] for c in diff["config"]] == ["eval.max_new_tokens"]
     assert {s["kind"] for s in diff["stages"]["shared"]} == {"base_model", "prompts"}
-    assert len(diff["stages"]["only_a"]) == len(diff["stages"]["only_b"]) == 4
-    assert set(diff["metrics"]) == {"ifeval", "dev"}
+    assert len(diff["stages"]["only_a"]) == len(diff["stages"]["only_b"]) == 6
+    assert set(diff["metrics"]) == {"ifeval", "dev", "ifbench"}
     cell = diff["metrics"]["ifeval"][0]["cells"]["prompt_strict"]
     assert cell["delta"] == round(cell["b"] - cell["a"], 2)
     text = run(["ifplay", "diff", "tiny", "tiny-eval"], cwd=workdir).stdout
-    assert "| eval.max_new_tokens | 24 | 32 |" in text and "shared: 3," in text
+    assert "| eval.max_new_tokens | 24 | 32 |" in text and "shared: 4," in text
 
 
 def test_report_shows_tables(workdir):
     snakemake(workdir, "--configfile", "tiny.yaml", "--report", "report.html")
     html = (workdir / "report.html").read_text(errors="replace")
-    assert "ifeval.csv" in html and "dev.csv" in html
+    assert "ifeval.csv" in html and "dev.csv" in html and "ifbench.csv" in html

@@ -24,7 +24,7 @@ def tiny_config(smollm2, ifeval_data, llmbar=None) -> dict:
         "eval": {"max_new_tokens": 16, "benchmarks": {"ifeval": {"limit": 2}, "dev": {"limit": 8}, "followbench": {"enabled": False}},
                  "llmbar": {"limit": 1, "votes": [1]},
                  "refinement": {"limit": None, "require_oracle_failure": False,
-                                "strategies": {"greedy": [1], "best_of_n": [], "iterative": [2], "bfs": [], "dfs": []}},
+                                "strategies": {"greedy": [], "best_of_n": [], "iterative": [2], "bfs": [], "dfs": []}},
                  "inference_scaling": {"limit": 2, "budgets": [1, 3], "sampling": {"max_new_tokens": 16},
                                        "search": {"branch": 2, "select": 1, "max_depth": 2, "max_new_tokens": 16}}},
         "spar": {
@@ -49,7 +49,7 @@ def workdir(tmp_path_factory, smollm2, ifeval_data):
     workdir = tmp_path_factory.mktemp("spar")
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(smollm2, ifeval_data, shared("llmbar"))))
     # the overlays test other things: the evaluations that read the final refiner off
-    no_scaling = {"inference_scaling": {"enabled": False}, "refinement": {"enabled": False}}
+    no_scaling = {"inference_scaling": {"enabled": False}, "refinement": {"enabled": False}, "llmbar": {"enabled": False}}
     (workdir / "model-judge.yaml").write_text(yaml.safe_dump({"experiment": "spar-model", "eval": no_scaling,
                                                               "spar": {"judge": {"kind": "model"}}}))
     snakemake(workdir, "--configfile", "tiny.yaml")
@@ -97,10 +97,11 @@ def test_one_iteration_end_to_end(workdir):
     first = json.loads((workdir / judged["output"]).read_text().splitlines()[0])
     assert len(first["texts"]) == len(first["votes"]) == 2 and isinstance(first["greedy_text"], str)
     # refinement accuracy: the held-out answers R_0 judged No are the tasks; R_0 and R_1 refine them
-    # greedily and iteratively (2 refinements), R_1 and the oracle judge: 2 x 2 x 2 rows
+    # iteratively (2 refinements; the other strategies' shapes: tests/test_refinement.py), R_1 and the
+    # oracle judge: 2 x 2 rows
     refinement = pd.read_csv(exp / "tables" / "refinement.csv")
     assert list(zip(refinement["iteration"], refinement["strategy"], refinement["judge"])) == [
-        (it, strategy, judge) for it in (0, 1) for strategy in ("greedy", "iterative") for judge in ("smollm2-SPaR-RFT", "oracle")]
+        (it, "iterative", judge) for it in (0, 1) for judge in ("smollm2-SPaR-RFT", "oracle")]
     [r0_eval, _] = [s for s in manifest["stages"] if s["kind"] == "judge_eval"]
     held_out = [json.loads(line) for line in (workdir / r0_eval["output"]).with_name("judged.jsonl").read_text().splitlines()]
     tasks = sum(r["label"] == 0 and bool(r["critique"]) for r in held_out)

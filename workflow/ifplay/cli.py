@@ -71,9 +71,17 @@ def _setup_logging(verbose: bool) -> None:
 
 # -- subcommand implementations ---------------------------------------------------------------
 def cmd_setup(args) -> None:
-    from ifplay.scoring.nltk_data import ensure_punkt_tab
+    from pathlib import Path
+
+    from ifplay.core.config import ConfigError
+    from ifplay.scoring.nltk_data import ensure_punkt_tab, install_stopwords
 
     print(f"punkt_tab: {ensure_punkt_tab()}")
+    if args.stopwords_wheel:
+        try:
+            print(f"stopwords: {install_stopwords(Path(args.stopwords_wheel))}")
+        except ValueError as err:
+            raise ConfigError(f"--stopwords-wheel: {err}") from None
 
 
 def cmd_base_model(args) -> None:
@@ -133,6 +141,27 @@ def cmd_ifeval_scores(args) -> None:
             print(f"  {name:<14} {value:6.2f}")
 
 
+def cmd_ifbench_scores(args) -> None:
+    from ifplay.scoring import ifbench
+    from ifplay.core.records import read_jsonl, write_json, write_jsonl
+    from ifplay.core.sources import PROMPT_FIELDS
+
+    prompts = read_jsonl(args.prompts, required=PROMPT_FIELDS)
+    responses = read_jsonl(args.responses, required=("prompt", "response"))
+    result = ifbench.score(prompts, ifbench.match_responses(prompts, responses, source=args.responses))
+    if args.metrics:
+        write_json(args.metrics, result.to_json())
+    if args.per_prompt:
+        write_jsonl(args.per_prompt, result.per_prompt)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(f"IFBench on {result.num_prompts} prompts ({result.num_unscorable} unscorable here, "
+              f"{result.num_empty_responses} empty responses), percent of the scorable:")
+        for name, value in result.percent().items():
+            print(f"  {name:<14} {value:6.2f}")
+
+
 def cmd_report(args) -> None:
     from ifplay.core.config import check_config, load_config
     from ifplay.reporting.experiments import write_report
@@ -178,7 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("setup", help="provision offline data (NLTK punkt_tab for the IFEval checkers)")
+    p = sub.add_parser("setup", help="provision offline data (NLTK punkt_tab for the IFEval checkers, NLTK's "
+                                     "English stop words for IFBench)")
+    p.add_argument("--stopwords-wheel", default=None,
+                   help="a downloaded llama-index-core 0.14.25 wheel, which carries NLTK's stopwords corpus")
     p.set_defaults(func=cmd_setup)
 
     p = sub.add_parser("base-model", help="materialise the base model as a HF checkpoint directory")
@@ -212,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="write metrics JSON here")
     p.add_argument("--per-prompt", help="write per-prompt verdicts JSONL here")
     p.set_defaults(func=cmd_ifeval_scores)
+
+    p = sub.add_parser("ifbench-scores", help="IFBench's strict and loose accuracies of responses (the official "
+                                              "checkers' verdicts; unscorable prompts counted)")
+    p.add_argument("--prompts", required=True, help="IFBench prompts JSONL: key, prompt, instruction_id_list, kwargs")
+    p.add_argument("--responses", required=True, help="JSONL with prompt and response (matched by prompt text)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--metrics", help="write metrics JSON here")
+    p.add_argument("--per-prompt", help="write per-prompt verdicts JSONL here")
+    p.set_defaults(func=cmd_ifbench_scores)
 
     p = sub.add_parser("report", help="write an experiment's manifest and tables")
     p.add_argument("--config-json", help="the resolved config as JSON (the Snakefile passes this)")

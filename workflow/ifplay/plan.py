@@ -69,8 +69,9 @@ class Plan:
             add_inference_scaling(self, self.models[-1][2], final_refiner)
 
         for name, bench in config["eval"]["benchmarks"].items():
-            if bench["enabled"]:
-                add_benchmark(self, name, bench)
+            spec = BENCHMARKS.get(name)  # add_benchmark names an unknown one
+            if bench["enabled"] and (spec is None or config["data"].get(spec.prompts, "") is not None):
+                add_benchmark(self, name, bench)  # a benchmark whose data.<key> is null is not planned
         if config["eval"]["llmbar"]["enabled"] and config["data"]["llmbar"] and self.refiners:
             add_llmbar(self)
         if config["eval"]["refinement"]["enabled"] and self.judge_evaluations:  # its tasks: R_0's judge_eval

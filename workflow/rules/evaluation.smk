@@ -19,6 +19,27 @@ rule ifeval_scores:
         " --metrics {output.metrics} --per-prompt {output.per_prompt} > {log} 2>&1"
 
 
+rule ifbench_scores:
+    input:
+        prompts=upstream("prompts"),
+        responses=upstream("responses"),
+    output:
+        metrics=stage_output("ifbench_scores"),
+        per_prompt=stage_output("ifbench_scores", "per_prompt.jsonl"),
+    log:
+        stage_log("ifbench_scores"),
+    benchmark:
+        stage_benchmark("ifbench_scores")
+    conda:
+        stage_env("ifbench_scores")
+    threads: stage_threads("ifbench_scores")
+    resources:
+        **stage_resources("ifbench_scores"),
+    shell:
+        "ifplay ifbench-scores --prompts {input.prompts} --responses {input.responses}"
+        " --metrics {output.metrics} --per-prompt {output.per_prompt} > {log} 2>&1"
+
+
 rule judge_eval:
     input:
         prompts=upstream("prompts"),

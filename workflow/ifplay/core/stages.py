@@ -85,6 +85,8 @@ _KINDS = (
     # -- evaluation ------------------------------------------------------------------------------
     StageKind("ifeval_scores", 1, ("metrics.json", "per_prompt.jsonl"), "evaluation", ("prompts", "responses"), (),
               "IFEval's four metrics of responses (lm-eval's checkers)"),
+    StageKind("ifbench_scores", 1, ("metrics.json", "per_prompt.jsonl"), "evaluation", ("prompts", "responses"), (),
+              "IFBench's strict and loose accuracies (the official checkers' verdicts; unscorable prompts counted)"),
     StageKind("followbench_prompts", 1, ("prompts.jsonl",), "evaluation", ("model",),
               ("origin", "limit", "max_prompt_tokens"),
               "FollowBench's scored items (first `limit` groups per category), prompts counted in tokens"),

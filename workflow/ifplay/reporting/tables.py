@@ -16,11 +16,13 @@ def benchmark_table(benchmark: str, rows: list[dict]) -> pd.DataFrame:
     spec = BENCHMARKS[benchmark]
     records = []
     for row in rows:
-        metrics = read_json(row["scores"])["metrics"]
+        scores = read_json(row["scores"])
+        metrics = scores["metrics"]
         records.append({"model": row["model"], "iteration": row["iteration"],
                         **{column: round(100 * metrics[key], 2) if spec.percent else metrics[key]
-                           for column, key in spec.metrics.items()}})
-    return _by_iteration(records, ["model", "iteration", *spec.metrics])
+                           for column, key in spec.metrics.items()},
+                        **{column: scores[key] for column, key in spec.counts.items()}})
+    return _by_iteration(records, ["model", "iteration", *spec.metrics, *spec.counts])
 
 
 def breakdown_table(benchmark: str, rows: list[dict]) -> pd.DataFrame:

