@@ -121,45 +121,38 @@ def cmd_prompt_subset(args) -> None:
     print(f"{len(subset)} of {len(prompts)} prompts -> {args.out}")
 
 
-def cmd_ifeval_scores(args) -> None:
-    from ifplay.scoring import ifeval
+def _score_prompt_set(args, benchmark: str) -> None:
+    """``ifeval-scores`` / ``ifbench-scores``: the scorer module ``ifplay.scoring.<benchmark>`` on
+    responses matched to IFEval-format prompts by prompt text."""
+    import importlib
+
     from ifplay.core.records import read_jsonl, write_json, write_jsonl
     from ifplay.core.sources import PROMPT_FIELDS
 
+    scorer = importlib.import_module(f"ifplay.scoring.{benchmark}")
     prompts = read_jsonl(args.prompts, required=PROMPT_FIELDS)
     responses = read_jsonl(args.responses, required=("prompt", "response"))
-    result = ifeval.score(prompts, ifeval.match_responses(prompts, responses, source=args.responses))
+    result = scorer.score(prompts, scorer.match_responses(prompts, responses, source=args.responses))
     if args.metrics:
         write_json(args.metrics, result.to_json())
     if args.per_prompt:
         write_jsonl(args.per_prompt, result.per_prompt)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
-    else:
-        print(f"IFEval on {result.num_prompts} prompts ({result.num_empty_responses} empty responses), percent:")
-        for name, value in result.percent().items():
-            print(f"  {name:<14} {value:6.2f}")
+        return
+    unscorable = f"{result.num_unscorable} unscorable here, " if hasattr(result, "num_unscorable") else ""
+    print(f"{'IFBench' if benchmark == 'ifbench' else 'IFEval'} on {result.num_prompts} prompts ({unscorable}"
+          f"{result.num_empty_responses} empty responses), percent{' of the scorable' if unscorable else ''}:")
+    for name, value in result.percent().items():
+        print(f"  {name:<14} {value:6.2f}")
+
+
+def cmd_ifeval_scores(args) -> None:
+    _score_prompt_set(args, "ifeval")
 
 
 def cmd_ifbench_scores(args) -> None:
-    from ifplay.scoring import ifbench
-    from ifplay.core.records import read_jsonl, write_json, write_jsonl
-    from ifplay.core.sources import PROMPT_FIELDS
-
-    prompts = read_jsonl(args.prompts, required=PROMPT_FIELDS)
-    responses = read_jsonl(args.responses, required=("prompt", "response"))
-    result = ifbench.score(prompts, ifbench.match_responses(prompts, responses, source=args.responses))
-    if args.metrics:
-        write_json(args.metrics, result.to_json())
-    if args.per_prompt:
-        write_jsonl(args.per_prompt, result.per_prompt)
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        print(f"IFBench on {result.num_prompts} prompts ({result.num_unscorable} unscorable here, "
-              f"{result.num_empty_responses} empty responses), percent of the scorable:")
-        for name, value in result.percent().items():
-            print(f"  {name:<14} {value:6.2f}")
+    _score_prompt_set(args, "ifbench")
 
 
 def cmd_report(args) -> None:
@@ -237,22 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, required=True, help="CPU threads (the rule's threads)")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("ifeval-scores", help="IFEval's four official metrics of responses (lm-eval's checkers)")
-    p.add_argument("--prompts", required=True, help="prompts JSONL: key, prompt, instruction_id_list, kwargs")
-    p.add_argument("--responses", required=True, help="JSONL with prompt and response (matched by prompt text)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--metrics", help="write metrics JSON here")
-    p.add_argument("--per-prompt", help="write per-prompt verdicts JSONL here")
-    p.set_defaults(func=cmd_ifeval_scores)
-
-    p = sub.add_parser("ifbench-scores", help="IFBench's strict and loose accuracies of responses (the official "
-                                              "checkers' verdicts; unscorable prompts counted)")
-    p.add_argument("--prompts", required=True, help="IFBench prompts JSONL: key, prompt, instruction_id_list, kwargs")
-    p.add_argument("--responses", required=True, help="JSONL with prompt and response (matched by prompt text)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--metrics", help="write metrics JSON here")
-    p.add_argument("--per-prompt", help="write per-prompt verdicts JSONL here")
-    p.set_defaults(func=cmd_ifbench_scores)
+    for name, what, func in (("ifeval-scores", "IFEval's four official metrics of responses (lm-eval's checkers)",
+                              cmd_ifeval_scores),
+                             ("ifbench-scores", "IFBench's strict and loose accuracies of responses (the official "
+                              "checkers' verdicts; unscorable prompts counted)", cmd_ifbench_scores)):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("--prompts", required=True, help="prompts JSONL: key, prompt, instruction_id_list, kwargs")
+        p.add_argument("--responses", required=True, help="JSONL with prompt and response (matched by prompt text)")
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+        p.add_argument("--metrics", help="write metrics JSON here")
+        p.add_argument("--per-prompt", help="write per-prompt verdicts JSONL here")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("report", help="write an experiment's manifest and tables")
     p.add_argument("--config-json", help="the resolved config as JSON (the Snakefile passes this)")

@@ -53,10 +53,6 @@ NLTK_NEEDS = {"taggers/averaged_perceptron_tagger_eng": ("words:start_verb",),
               "corpora/stopwords": ("ratio:stop_words",)}
 
 
-def _person_names_pattern(names) -> list[re.Pattern]:
-    return [re.compile(r"\b{}\b".format(re.escape(name))) for name in names]
-
-
 @cache
 def checkers() -> dict[str, type]:
     """Instruction id -> checker class: the package's registry, HEAD's splitter, our eight classes."""
@@ -214,7 +210,8 @@ PRONOUNS = frozenset("""
 
 @cache
 def _patterns() -> tuple[re.Pattern, ...]:
-    return tuple(_person_names_pattern(PERSON_NAMES))
+    """count:person_names' names as whole-word patterns (compiled once)."""
+    return tuple(re.compile(r"\b{}\b".format(re.escape(name))) for name in PERSON_NAMES)
 
 
 @cache
