@@ -134,3 +134,33 @@ def test_report_shows_tables(workdir):
     snakemake(workdir, "--configfile", "tiny.yaml", "--report", "report.html")
     html = (workdir / "report.html").read_text(errors="replace")
     assert "ifeval.csv" in html and "dev.csv" in html and "ifbench.csv" in html
+
+
+def stage_outputs(workdir) -> dict[str, bytes]:
+    """Every file the stages wrote (results/<kind>/<key>/...), but the experiments' manifests (dated)."""
+    results = workdir / "results"
+    return {str(path.relative_to(results)): path.read_bytes() for path in sorted(results.rglob("*"))
+            if path.is_file() and path.parts[len(results.parts)] != "experiments"
+            and path.name != ".snakemake_timestamp"}
+
+
+def test_warm_and_cold_job_starts_write_identical_outputs(workdir, tmp_path):
+    """The module's run started its jobs warm (forks of one server that had imported torch and
+    transformers: ifplay.core.warm); the same config run cold, every job a fresh process, writes
+    byte-identical stage outputs."""
+    logs = [path.read_text() for path in (workdir / "logs").glob("*/*.log")]
+    warm_jobs = sum("warm start: pid" in log for log in logs)
+    assert warm_jobs >= 3, f"{warm_jobs} of {len(logs)} jobs started warm"
+    assert "warm server" in (workdir / "logs" / "warm-server.log").read_text()
+    cold = tmp_path / "cold"
+    cold.mkdir()
+    shutil.copyfile(workdir / "tiny.yaml", cold / "tiny.yaml")
+    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(cold), "--cores", "2",
+                           "--configfile", "tiny.yaml"], cwd=cold, env={**os.environ, "IFPLAY_WARM_START": "0"},
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not any("warm start: pid" in path.read_text() for path in (cold / "logs").glob("*/*.log"))
+    assert not (cold / "logs" / "warm-server.log").exists()
+    warm_outputs, cold_outputs = stage_outputs(workdir), stage_outputs(cold)
+    assert cold_outputs and set(cold_outputs) <= set(warm_outputs)  # the module's other tests add stages
+    assert [name for name in sorted(cold_outputs) if warm_outputs[name] != cold_outputs[name]] == []

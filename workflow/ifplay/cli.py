@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_diff)
 
     from ifplay.autoif import stages as autoif_stages
-    from ifplay.core import cluster
+    from ifplay.core import cluster, warm
     from ifplay.evaluation import followbench, inference_scaling, judge_eval, llmbar, refinement
     from ifplay.reporting import results_docs
     from ifplay.sandbox import runner as sandbox
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ifplay.training import train as training
 
     for module in (spar, judge_eval, followbench, llmbar, refinement, training, cluster, sandbox, autoif_stages, inference_scaling, evolution,
-                   teacher_data, results_docs):
+                   teacher_data, results_docs, warm):
         module.add_cli(sub)
 
     p = sub.add_parser("plan", help="list the stages (kind, key, config) a configuration runs")
@@ -282,6 +282,19 @@ def settings_class(command: str) -> type | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``ifplay`` command: in a job of a local workflow run, handed to the warm server (a fork that
+    has imported torch and transformers: ifplay.core.warm); otherwise, or when it declines, run here."""
+    if argv is None:
+        from ifplay.core import warm
+
+        code = warm.run_client(sys.argv[1:])
+        if code is not None:
+            return code
+    return run(argv)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Parse ARGV (default: sys.argv) and run the subcommand in this process."""
     from ifplay.core.config import ConfigError
     from ifplay.evaluation.refinement import RefinementError
     from ifplay.scoring.followbench import FollowBenchScoringError

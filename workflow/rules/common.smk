@@ -23,6 +23,23 @@ PLAN = Plan(config)
 # (envs/<group>.yaml, which installs ifplay) is activated instead and must come first.
 if not any(method.name == "CONDA" for method in workflow.deployment_settings.deployment_method):
     shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"; ")
+# Warm job starts for local runs: one process imports torch and transformers, and every job's
+# `ifplay` is a fork of it (ifplay.core.warm; IFPLAY_WARM_START=0 turns it off; never under SLURM).
+from ifplay.core import warm
+
+
+onstart:
+    warm.start_for_workflow(workflow)
+
+
+onsuccess:
+    warm.stop_for_workflow()
+
+
+onerror:
+    warm.stop_for_workflow()
+
+
 # Threads and cluster resources per rule group, from `resources.*` (workflow/ifplay/cluster.py).
 THREADS = {group: rule_threads(config, group) for group in GROUPS}
 RESOURCES = {group: rule_resources(config, group) for group in GROUPS}
