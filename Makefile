@@ -14,7 +14,8 @@ IFEVAL_DATA ?= $(wildcard $(SHARED_DATA)/ifeval/input_data.jsonl)
 FOLLOWBENCH_DATA ?= $(patsubst %/,%,$(dir $(wildcard $(SHARED_DATA)/followbench/content_constraints.json)))
 LLMBAR_DATA ?= $(patsubst %/,%,$(dir $(wildcard $(SHARED_DATA)/llmbar/Natural.json)))
 IFBENCH_DATA ?= $(wildcard $(SHARED_DATA)/ifbench/IFBench_test.jsonl)
-LOCAL_DATA = $(if $(IFEVAL_DATA),--config 'data={"ifeval": "$(IFEVAL_DATA)"$(if $(FOLLOWBENCH_DATA),$(comma) "followbench": "$(FOLLOWBENCH_DATA)")$(if $(LLMBAR_DATA),$(comma) "llmbar": "$(LLMBAR_DATA)")$(if $(IFBENCH_DATA),$(comma) "ifbench": "$(IFBENCH_DATA)")}')
+GSM8K_DATA ?= $(patsubst %/,%,$(dir $(wildcard $(SHARED_DATA)/gsm8k/test.jsonl)))
+LOCAL_DATA = $(if $(IFEVAL_DATA),--config 'data={"ifeval": "$(IFEVAL_DATA)"$(if $(FOLLOWBENCH_DATA),$(comma) "followbench": "$(FOLLOWBENCH_DATA)")$(if $(LLMBAR_DATA),$(comma) "llmbar": "$(LLMBAR_DATA)")$(if $(IFBENCH_DATA),$(comma) "ifbench": "$(IFBENCH_DATA)")$(if $(GSM8K_DATA),$(comma) "gsm8k": "$(GSM8K_DATA)")}')
 comma := ,
 # vLLM pins conflict with the main environment: it gets its own. VLLM_PACKAGE=vllm==X on GPU machines.
 VENV_VLLM ?= .venv-vllm

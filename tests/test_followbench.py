@@ -28,7 +28,7 @@ def data():
 def plan(data, **followbench_cfg) -> Plan:
     cfg = {"eval": {"benchmarks": {"ifeval": {"enabled": False}, "dev": {"enabled": False},
                                    "followbench": followbench_cfg},
-                    "inference_scaling": {"enabled": False}},
+                    "inference_scaling": {"enabled": False}, "general": {"enabled": False}},
            "data": {"followbench": str(data)}, "spar": {"enabled": False}}
     return Plan(load_config([], cfg))
 

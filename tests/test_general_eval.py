@@ -292,3 +292,33 @@ def test_smollm2_gsm8k_local(tmp_path, smollm2, gsm8k_files):
     sent = {s["doc_id"]: s["arguments"]["gen_args_0"]["arg_0"] for s in samples}
     assert [sent[d] for d in range(3)] == contexts(stock_task_on(gsm8k_files), 1, seed=0, limit=3)
     assert all(sent[d].endswith(f"Question: {test_docs[d]['question']}\nAnswer:") for d in range(3))
+
+
+@pytest.mark.slow
+def test_general_eval_stage_command_writes_rows_samples_and_the_table(smollm2, tmp_path):
+    """`ifplay general-eval` as the workflow runs it: the planned stage's settings, the real model."""
+    import json
+    import subprocess
+
+    from conftest import BIN
+    from ifplay.core.config import load_config
+    from ifplay.plan import Plan
+    from ifplay.reporting.tables import GENERAL_COLUMNS, general_table
+
+    test = shared("gsm8k/test.jsonl")
+    config = load_config([], {"data": {"gsm8k": str(test.parent)}, "eval": {"general": {
+        "tasks": [{"name": "gsm8k", "shots": 1, "limit": 2, "metric": "exact_match", "data": "gsm8k"}],
+        "max_gen_toks": 24}}})
+    stage = next(s for s in Plan(config).stages.values() if s.kind == "general_eval")
+    out = tmp_path / "stage"
+    proc = subprocess.run([str(BIN / "ifplay"), "general-eval", "--model", str(smollm2), "--out-dir", str(out),
+                           "--settings", json.dumps(stage.settings()), "--threads", "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    assert {r["metric"] for r in rows} == {"exact_match,strict-match", "exact_match,flexible-extract"}
+    assert all(r["n"] == 2 and r["shots"] == 1 for r in rows)
+    assert len((out / "samples" / "gsm8k_local.jsonl").read_text().splitlines()) == 4  # 2 documents x 2 filters
+    table = general_table([{"model": "smollm2", "iteration": 0, "scores": str(out / "metrics.json")}])
+    assert list(table.columns) == GENERAL_COLUMNS and len(table) == 2
+    assert table["value"].between(0, 100).all() and str(test.resolve()) in table.loc[0, "data_source"]

@@ -300,7 +300,7 @@ def test_initial_sft_starts_both_roles(tmp_path):
     # shares the base model, the prompt sets and the base model's evaluation with the plain default
     shared = {base.stages[k].kind for k in set(base.stages) & set(one.stages)}
     assert shared == {"base_model", "prompts", "generate", "ifeval_scores", "followbench_prompts",
-                      "followbench_judgements", "followbench_scores"}
+                      "followbench_judgements", "followbench_scores", "general_eval"}
     assert all(base.stages[k].config["sampling"]["temperature"] == 0 for k in set(base.stages) & set(one.stages)
                if base.stages[k].kind == "generate")  # the base model's greedy answers only
 
@@ -319,3 +319,37 @@ def test_report_key_ignores_the_order_of_config_keys():
     resorted = json.loads(json.dumps(config, sort_keys=True))
     assert Plan(config).report_marker() == Plan(resorted).report_marker()
     assert Plan(config).report_key() != Plan(load_config([], {"eval": {"max_new_tokens": 9}})).report_key()
+
+
+def test_general_eval_one_stage_per_model_keyed_by_the_data_content(tmp_path):
+    """eval.general: every evaluated model runs the lm-eval tasks in one general_eval stage; local files
+    are hashed by content (a moved copy plans the same keys), a null data key is the hub's copy."""
+    from conftest import SHARED_DATA
+
+    gsm8k = SHARED_DATA / "gsm8k"
+    if not (gsm8k / "test.jsonl").is_file():
+        pytest.skip(f"shared test data missing: {gsm8k}")
+    local = plan(data={"gsm8k": str(gsm8k)})
+    stages = [s for s in local.stages.values() if s.kind == "general_eval"]
+    assert [e.model for e in local.general] == [label for label, _, _ in local.models]
+    assert len(stages) == len(local.models) and "general" in local.tables()
+    [task] = stages[0].config["tasks"]
+    assert task["name"] == "gsm8k" and set(task["data"]["files"]) == {"train", "test"}
+    assert stages[0].runtime["data_files"]["gsm8k"]["test"] == str((gsm8k / "test.jsonl").resolve())
+    moved = tmp_path / "gsm8k"
+    moved.mkdir()
+    for name in ("train.jsonl", "test.jsonl"):
+        (moved / name).write_bytes((gsm8k / name).read_bytes())
+    assert [s.key for s in plan(data={"gsm8k": str(moved)}).stages.values() if s.kind == "general_eval"] == \
+        [s.key for s in stages]
+    hub = [s for s in plan().stages.values() if s.kind == "general_eval"]
+    assert hub[0].config["tasks"][0]["data"] is None and hub[0].key != stages[0].key
+    assert not [s for s in plan(eval={"general": {"enabled": False}}).stages.values() if s.kind == "general_eval"]
+    (moved / "train.jsonl").unlink()
+    with pytest.raises(ConfigError, match=r"data.gsm8k: .*train.jsonl: no such file"):
+        plan(data={"gsm8k": str(moved)})
+    with pytest.raises(ConfigError, match=r"eval.general.tasks\[0\].data: no config key data.nope"):
+        plan(eval={"general": {"tasks": [{"name": "gsm8k", "shots": 0, "limit": 1, "metric": None, "data": "nope"}]}})
+    with pytest.raises(ConfigError, match=r"data.llmbar: no local layout is declared for lm-eval task 'mmlu'"):
+        plan(data={"llmbar": str(tmp_path)},
+             eval={"general": {"tasks": [{"name": "mmlu", "shots": 0, "limit": 1, "metric": None, "data": "llmbar"}]}})

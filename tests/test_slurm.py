@@ -66,7 +66,7 @@ def workdir(tmp_path_factory, cluster, smollm2, ifeval_data):
         "experiment": "slurm-tiny",
         "model": {"base": str(smollm2), "label": "smollm2"},
         "data": {"ifeval": str(ifeval_data)},
-        "eval": {"max_new_tokens": 8, "benchmarks": {"ifeval": {"limit": 2}, "dev": {"limit": 2}, "followbench": {"enabled": False}},
+        "eval": {"general": {"enabled": False}, "max_new_tokens": 8, "benchmarks": {"ifeval": {"limit": 2}, "dev": {"limit": 2}, "followbench": {"enabled": False}},
                  "inference_scaling": {"enabled": False}},
         "spar": {"enabled": True, "prompt_limit": 3, "sampling": {"k": 2, "max_new_tokens": 16},
                  "judge": {"kind": "verifier"}, "judge_eval": {"enabled": False},

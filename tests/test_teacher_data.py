@@ -150,7 +150,7 @@ def test_plan_wires_the_teacher_data_to_m0_and_r0_and_shares_upstream():
     # shared with the default: exactly what does not depend on M_0 or R_0
     shared = {default.stages[k].kind for k in set(default.stages) & set(sft.stages)}
     assert shared == {"base_model", "prompts", "generate", "ifeval_scores", "followbench_prompts",
-                      "followbench_judgements", "followbench_scores"}  # the base model's evaluations
+                      "followbench_judgements", "followbench_scores", "general_eval"}  # the base model's evaluations
     for key in set(default.stages) & set(sft.stages):
         stage = sft.stages[key]
         assert stage.kind in ("base_model", "prompts", "followbench_prompts") or stage.inputs.get("model", stage) is not m0

@@ -32,10 +32,14 @@ def workdir(tmp_path_factory, smollm2, ifeval_data):
     tiny = {
         "experiment": "tiny",
         "model": {"base": str(smollm2), "label": "smollm2"},
-        "data": {"ifeval": str(ifeval_data), "ifbench": str(shared("ifbench/IFBench_test.jsonl"))},
+        "data": {"ifeval": str(ifeval_data), "ifbench": str(shared("ifbench/IFBench_test.jsonl")),
+                 "gsm8k": str(shared("gsm8k/test.jsonl").parent)},
         "eval": {"max_new_tokens": 24, "benchmarks": {"ifeval": {"limit": 4}, "dev": {"limit": 3}, "ifbench": {"limit": 3},
                                                       "followbench": {"enabled": False}},
-                 "inference_scaling": {"enabled": False}},
+                 "inference_scaling": {"enabled": False},
+                 # lm-eval's GSM8k from the local copy: 2 problems, 1 shot, short answers
+                 "general": {"tasks": [{"name": "gsm8k", "shots": 1, "limit": 2, "metric": "exact_match", "data": "gsm8k"}],
+                             "max_gen_toks": 24}},
         "spar": {"enabled": False},  # evaluation only (tests/test_workflow_spar.py runs SPaR)
     }
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(tiny))
@@ -49,7 +53,7 @@ def test_experiment_outputs(workdir):
     manifest = json.loads((exp / "manifest.json").read_text())
     assert manifest["config"]["eval"]["max_new_tokens"] == 24
     assert {s["kind"] for s in manifest["stages"]} == {"base_model", "prompts", "generate", "ifeval_scores",
-                                                       "ifbench_scores"}
+                                                       "ifbench_scores", "general_eval"}
     assert all(s["done"] for s in manifest["stages"])
     for bench, n in (("ifeval", 4), ("dev", 3)):
         table = pd.read_csv(exp / "tables" / f"{bench}.csv")
@@ -67,6 +71,14 @@ def test_experiment_outputs(workdir):
     assert metrics["num_prompts"] == 3 and ifbench.loc[0, "unscorable"] == metrics["num_unscorable"] == 0
     assert metrics["official_commit"].startswith("db69a6f")
     assert list((workdir / "logs").glob("generate/*.log"))
+    general = pd.read_csv(exp / "tables" / "general.csv")  # lm-eval's GSM8k, both of its filters
+    assert list(general.columns) == ["model", "iteration", "task", "metric", "value", "stderr", "n", "shots",
+                                     "lm_eval_version", "data_source"]
+    assert set(general["metric"]) == {"exact_match,strict-match", "exact_match,flexible-extract"}
+    assert (general["n"] == 2).all() and (general["shots"] == 1).all() and (general["task"] == "gsm8k").all()
+    [stage] = [s for s in manifest["stages"] if s["kind"] == "general_eval"]
+    samples = workdir / "results" / "general_eval" / stage["key"] / "samples" / "gsm8k_local.jsonl"
+    assert len(samples.read_text().splitlines()) == 4  # lm-eval's per-sample logs: 2 documents x 2 filters
     # the code and the packages that wrote it
     provenance = manifest["provenance"]
     assert re.fullmatch(r"[0-9a-f]{40}", provenance["git_commit"]) and isinstance(provenance["git_dirty"], bool)
@@ -121,13 +133,13 @@ def test_eval_overlay_reruns_only_evaluation(workdir):
     snakemake(workdir, "--configfile", "tiny.yaml", "tiny-eval.yaml")
     diff = json.loads(run(["ifplay", "diff", "tiny", "tiny-eval", "--json"], cwd=workdir).stdout)
     assert [c["key"] for c in diff["config"]] == ["eval.max_new_tokens"]
-    assert {s["kind"] for s in diff["stages"]["shared"]} == {"base_model", "prompts"}
+    assert {s["kind"] for s in diff["stages"]["shared"]} == {"base_model", "prompts", "general_eval"}  # lm-eval's own budget
     assert len(diff["stages"]["only_a"]) == len(diff["stages"]["only_b"]) == 6
-    assert set(diff["metrics"]) == {"ifeval", "dev", "ifbench"}
+    assert set(diff["metrics"]) == {"ifeval", "dev", "ifbench", "general"}
     cell = diff["metrics"]["ifeval"][0]["cells"]["prompt_strict"]
     assert cell["delta"] == round(cell["b"] - cell["a"], 2)
     text = run(["ifplay", "diff", "tiny", "tiny-eval"], cwd=workdir).stdout
-    assert "| eval.max_new_tokens | 24 | 32 |" in text and "shared: 4," in text
+    assert "| eval.max_new_tokens | 24 | 32 |" in text and "shared: 5," in text
 
 
 def test_report_shows_tables(workdir):

@@ -25,7 +25,7 @@ def workdir(tmp_path_factory, smollm2, ifeval_data):
         "experiment": "autoif-tiny",
         "model": {"base": str(smollm2), "label": "smollm2"},
         "data": {"ifeval": str(ifeval_data)},
-        "eval": {"max_new_tokens": 16, "benchmarks": {"ifeval": {"limit": 2}, "dev": {"enabled": False}, "followbench": {"enabled": False}},
+        "eval": {"general": {"enabled": False}, "max_new_tokens": 16, "benchmarks": {"ifeval": {"limit": 2}, "dev": {"enabled": False}, "followbench": {"enabled": False}},
                  "inference_scaling": {"enabled": False}},
         "spar": {"enabled": False},
         "autoif": {

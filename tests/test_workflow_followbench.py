@@ -22,7 +22,7 @@ def workdir(tmp_path_factory, smollm2):
         "experiment": "fb",
         "model": {"base": str(smollm2), "label": "smollm2"},
         "data": {"followbench": str(data)},
-        "eval": {"benchmarks": {"ifeval": {"enabled": False}, "dev": {"enabled": False},
+        "eval": {"general": {"enabled": False}, "benchmarks": {"ifeval": {"enabled": False}, "dev": {"enabled": False},
                                 # 512 prompt tokens: the example category's prompts are cut (and counted)
                                 "followbench": {"limit": 1, "max_new_tokens": 16, "max_prompt_tokens": 512,
                                                 "judge": {"max_new_tokens": 24}}},

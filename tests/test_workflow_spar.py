@@ -21,7 +21,7 @@ def tiny_config(smollm2, ifeval_data, llmbar=None) -> dict:
         "experiment": "spar-verifier",
         "model": {"base": str(smollm2), "label": "smollm2"},
         "data": {"ifeval": str(ifeval_data), "llmbar": str(llmbar) if llmbar else None},
-        "eval": {"max_new_tokens": 16, "benchmarks": {"ifeval": {"limit": 2}, "dev": {"limit": 8}, "followbench": {"enabled": False}},
+        "eval": {"general": {"enabled": False}, "max_new_tokens": 16, "benchmarks": {"ifeval": {"limit": 2}, "dev": {"limit": 8}, "followbench": {"enabled": False}},
                  "llmbar": {"limit": 1, "votes": [1]},
                  "refinement": {"limit": None, "require_oracle_failure": False,
                                 "strategies": {"greedy": [], "best_of_n": [], "iterative": [2], "bfs": [], "dfs": []}},

@@ -23,7 +23,7 @@ def workdir(tmp_path_factory, smollm2, ifeval_data):
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     # the base model's evaluation, as the SPaR experiment of tests/test_workflow_spar.py makes it
     (workdir / "base.yaml").write_text(yaml.safe_dump({"experiment": "base", "spar": {"enabled": False},
-                                                       "eval": {"inference_scaling": {"enabled": False}}}))
+                                                       "eval": {"general": {"enabled": False}, "inference_scaling": {"enabled": False}}}))
     snakemake(workdir, "--configfile", "tiny.yaml", "base.yaml")
     return workdir
 
@@ -32,7 +32,7 @@ def test_initial_sft_experiment(workdir):
     """sft.enabled: the base model as its own teacher evolves 4 seeds, answers them (M_0's data) and
     judges and refines the student's samples (R_0's); both are fine-tuned, SPaR starts from them."""
     (workdir / "sft.yaml").write_text(yaml.safe_dump({
-        "experiment": "spar-sft", "eval": {"inference_scaling": {"enabled": False}, "refinement": {"enabled": False}},
+        "experiment": "spar-sft", "eval": {"general": {"enabled": False}, "inference_scaling": {"enabled": False}, "refinement": {"enabled": False}},
         "prompt_evolution": {"limit": 4, "max_new_tokens": 24},
         "sft": {"enabled": True,
                 "teacher_data": {"actor_prompts": 3, "refiner_prompts": 2, "answer": {"max_new_tokens": 16},

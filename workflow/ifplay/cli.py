@@ -256,14 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from ifplay.autoif import stages as autoif_stages
     from ifplay.core import cluster, warm
-    from ifplay.evaluation import followbench, inference_scaling, judge_eval, llmbar, refinement
+    from ifplay.evaluation import followbench, general, inference_scaling, judge_eval, llmbar, refinement
     from ifplay.reporting import results_docs
     from ifplay.sandbox import runner as sandbox
     from ifplay.spar import evolution, teacher_data
     from ifplay.spar import stages as spar
     from ifplay.training import train as training
 
-    for module in (spar, judge_eval, followbench, llmbar, refinement, training, cluster, sandbox, autoif_stages, inference_scaling, evolution,
+    for module in (spar, judge_eval, followbench, llmbar, refinement, general, training, cluster, sandbox, autoif_stages, inference_scaling, evolution,
                    teacher_data, results_docs, warm):
         module.add_cli(sub)
 

@@ -23,8 +23,8 @@ from ifplay.core import sources
 from ifplay.core.stages import RESULTS, Stage, short_hash  # noqa: F401 - re-exported for callers
 from ifplay.generation.backends import resolve_dtype
 from ifplay.evaluation.benchmarks import BENCHMARKS
-from ifplay.evaluation.plan import (Evaluation, LLMBarEvaluation, RefinementEvaluation, ScalingPoint, add_benchmark,
-                                    add_inference_scaling, add_llmbar, add_refinement)
+from ifplay.evaluation.plan import (Evaluation, GeneralEvaluation, LLMBarEvaluation, RefinementEvaluation, ScalingPoint,
+                                    add_benchmark, add_general, add_inference_scaling, add_llmbar, add_refinement)
 from ifplay.spar.plan import JudgeEvaluation, SparIteration, add_sft, add_spar
 
 #: Greedy decoding of the evaluations (the seed cannot change a greedy answer: fixed, so that the
@@ -46,6 +46,7 @@ class Plan:
         self.judge_evaluations: list[JudgeEvaluation] = []
         self.refiners: list[tuple[str, int, Stage]] = []  # SPaR's R_0..R_T: (label, iteration, checkpoint)
         self.llmbar: list[LLMBarEvaluation] = []
+        self.general: list[GeneralEvaluation] = []  # eval.general: every model on lm-eval's tasks
         self.refinement: list[RefinementEvaluation] = []
         self.sft: dict[str, Stage] = {}  # "actor" (M_0) and "refiner" (R_0) when they are SFT models
         self.autoif: AutoIFRun | None = None
@@ -72,6 +73,8 @@ class Plan:
             spec = BENCHMARKS.get(name)  # add_benchmark names an unknown one
             if bench["enabled"] and (spec is None or config["data"].get(spec.prompts, "") is not None):
                 add_benchmark(self, name, bench)  # a benchmark whose data.<key> is null is not planned
+        if config["eval"]["general"]["enabled"] and config["eval"]["general"]["tasks"]:
+            add_general(self)
         if config["eval"]["llmbar"]["enabled"] and config["data"]["llmbar"] and self.refiners:
             add_llmbar(self)
         if config["eval"]["refinement"]["enabled"] and self.judge_evaluations:  # its tasks: R_0's judge_eval
@@ -183,6 +186,7 @@ class Plan:
                 + [stage.path("counts.json") for stage in (self.autoif.filters if self.autoif else [])]
                 + [stage.output for stage in self.training_runs().values()]
                 + [e.scores.output for e in self.llmbar]
+                + [e.scores.output for e in self.general]
                 + [e.scores.output for e in self.refinement]
                 + [point.scores.output for point in self.scaling]
                 + [point.answers.output for point in self.scaling if point.answers]
@@ -194,6 +198,7 @@ class Plan:
         benchmarks = list(dict.fromkeys(e.benchmark for e in self.evaluations))
         benchmarks += [f"{name}_{BENCHMARKS[name].breakdown}" for name in benchmarks if BENCHMARKS[name].breakdown]
         return (benchmarks + (["spar_counts", "spar_pairs"] if self.spar else [])
+                + (["general"] if self.general else [])
                 + (["judge"] if self.judge_evaluations else []) + (["llmbar", "llmbar_votes"] if self.llmbar else [])
                 + (["refinement"] if self.refinement else [])
                 + (["autoif_counts"] if self.autoif else [])
@@ -259,6 +264,7 @@ class Plan:
                 for e in self.judge_evaluations
             ],
             "llmbar": [{"judge": e.judge, "iteration": e.iteration, "scores": e.scores.output} for e in self.llmbar],
+            "general": [{"model": e.model, "iteration": e.iteration, "scores": e.scores.output} for e in self.general],
             "refinement": [{"refiner": e.refiner, "iteration": e.iteration, "strategy": e.strategy, "budget": e.budget,
                             "judge": e.judge, "scores": e.scores.output} for e in self.refinement],
             "autoif": None if self.autoif is None else {

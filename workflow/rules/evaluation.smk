@@ -192,3 +192,27 @@ rule llmbar_scores:
     shell:
         "ifplay llmbar-scores --items {input.pointwise} --judged {input.judged} --metrics {output.metrics}"
         " --settings {params.settings:q} > {log} 2>&1"
+
+
+rule general_eval:
+    input:
+        model=upstream("model"),
+    output:
+        metrics=stage_output("general_eval"),
+        results=stage_output("general_eval", "results.json"),
+        samples=directory(stage_output("general_eval", "samples")),
+    params:
+        settings=stage_settings,
+        out_dir=lambda wildcards, output: str(Path(output.metrics).parent),
+    log:
+        stage_log("general_eval"),
+    benchmark:
+        stage_benchmark("general_eval")
+    conda:
+        stage_env("general_eval")
+    threads: stage_threads("general_eval")
+    resources:
+        **stage_resources("general_eval"),
+    shell:
+        "ifplay general-eval --model {input.model} --out-dir {params.out_dir} --settings {params.settings:q}"
+        " --threads {threads} > {log} 2>&1"

@@ -51,8 +51,9 @@ class StageKind:
     @property
     def generates(self) -> bool:
         """Whether the stage runs a model's generation (it then keeps a generation journal,
-        :mod:`ifplay.generation.journal`): every kind of the generation group but ``base_model``."""
-        return self.group == "generation" and self.name != "base_model"
+        :mod:`ifplay.generation.journal`): every kind of the generation group but ``base_model`` and
+        ``general_eval`` (lm-eval generates, through its own model classes)."""
+        return self.group == "generation" and self.name not in ("base_model", "general_eval")
 
     @property
     def main(self) -> str:
@@ -104,6 +105,9 @@ _KINDS = (
     StageKind("judge_eval", 3, ("metrics.json", "judged.jsonl", "per_item.jsonl"), "generation",
               ("prompts", "responses", "refiner"), ("judge", "backend", "seed"),
               "a refiner judging held-out responses, scored against the IFEval oracle"),
+    StageKind("general_eval", 1, ("metrics.json", "results.json", "samples/"), "generation", ("model",),
+              ("tasks", "backend", "seed", "max_gen_toks", "chat_template"),
+              "general skills: stock lm-eval tasks (GSM8k, MMLU, ...) through lm-eval's own API, per-sample logs kept"),
     StageKind("scaling_best_of_n", 1, ("responses.jsonl", "counts.json"), "bookkeeping", ("judged",), ("budget",),
               "inference-time scaling: the refiner's pick of the first N judged samples"),
     StageKind("scaling_search", 3, ("responses.jsonl", "trees.jsonl", "counts.json"), "generation",

@@ -575,6 +575,7 @@ def run_tasks(model: str, model_args: dict, specs: Sequence[TaskSpec], out_dir: 
             for sample in records:
                 fh.write(_json_dump(sample_record(sample)) + "\n")
     results = _merge_results(runs)
+    results.pop("date", None)  # lm-eval's wall clock: without it the stage's outputs are identical run to run
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(_json_dump(results, indent=2) + "\n", encoding="utf-8")
     rows = [row for spec in specs for row in _rows(spec, results, sources[spec.task_name])]
@@ -586,3 +587,90 @@ def run_tasks(model: str, model_args: dict, specs: Sequence[TaskSpec], out_dir: 
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
+
+
+# -- the general_eval stage (ifplay.core.stages: one per evaluated model; the plan: ifplay.evaluation.plan) --
+@dataclass(frozen=True)
+class GeneralTaskConfig:
+    """One task of ``eval.general.tasks``, as hashed: ``data`` is the fingerprint of its local files
+    (``{"files": {name: sha256}}``) or None for the hub's copy."""
+
+    name: str
+    shots: int | None
+    limit: int | None
+    metric: str | None
+    data: dict | None
+
+
+@dataclass(frozen=True)
+class GeneralEvalConfig:
+    tasks: list[GeneralTaskConfig]
+    backend: dict  # ifplay.generation.backends.BackendChoice as a dict: name, dtype
+    seed: int
+    max_gen_toks: int | None  # lm-eval's gen_kwargs max_gen_toks for every generating task; None = the task's
+    chat_template: bool  # apply the model's chat template (lm-eval's --apply_chat_template)
+
+
+@dataclass(frozen=True)
+class GeneralEvalRuntime:
+    batch_size: int
+    backend_options: dict  # backend.vllm / backend.openai
+    data_files: dict  # task name -> {split: path} of its local copy, or None
+
+
+@dataclass(frozen=True)
+class GeneralEvalSettings:
+    config: GeneralEvalConfig
+    runtime: GeneralEvalRuntime
+
+
+#: The local files a task's ``data`` key names (a data.* directory), by stock task name.
+LOCAL_FILES = {"gsm8k": ("train.jsonl", "test.jsonl")}
+
+
+def local_data_files(task: str, directory: str | os.PathLike, config_key: str) -> dict[str, str]:
+    """``{split: path}`` of a task's local copy in DIRECTORY (GSM8k: ``train.jsonl``, ``test.jsonl``,
+    github openai/grade-school-math's rows with the stock task's fields); a clear error names the
+    config key when a file is missing."""
+    if task not in LOCAL_FILES:
+        raise ValueError(f"{config_key}: no local layout is declared for lm-eval task {task!r} "
+                         f"(ifplay.evaluation.general.LOCAL_FILES has {', '.join(LOCAL_FILES)}); "
+                         f"set its data to null to load it from the hub")
+    files = {}
+    for name in LOCAL_FILES[task]:
+        path = Path(directory) / name
+        if not path.is_file():
+            raise ValueError(f"{config_key}: {path}: no such file (expected {', '.join(LOCAL_FILES[task])})")
+        files[name.removesuffix(".jsonl")] = str(path.resolve())
+    return files
+
+
+def _cmd_general_eval(args) -> None:
+    settings: GeneralEvalSettings = args.settings
+    cfg = settings.config
+    if cfg.backend["name"] == "transformers":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    specs = [TaskSpec(t.name, num_fewshot=t.shots, limit=t.limit, metric=t.metric,
+                      data_files=settings.runtime.data_files.get(t.name)) for t in cfg.tasks]
+    backend = {**cfg.backend, "batch_size": settings.runtime.batch_size,
+               cfg.backend["name"]: settings.runtime.backend_options}
+    model, model_args = model_for(backend, args.model, seed=cfg.seed, specs=specs)
+    chat = cfg.chat_template or model == "local-chat-completions"  # a chat endpoint takes messages only
+    rows = run_tasks(model, model_args, specs, args.out_dir, seed=cfg.seed, apply_chat_template=chat,
+                     gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None)
+    for row in rows:
+        print(f"{row['task']:<12} {row['metric']:<28} {row['value']:.4f} (n={row['n']}, shots={row['shots']})")
+
+
+def add_cli(sub) -> None:
+    """Register ``general-eval`` on the ``ifplay`` subparsers."""
+    from ifplay.core import settings as stage_settings
+
+    p = sub.add_parser("general-eval", help="general skills: stock lm-eval tasks on a model (lm-eval's own API)")
+    p.add_argument("--model", default=None, help="the checkpoint directory (none for a served model)")
+    p.add_argument("--out-dir", required=True, help="metrics.json, results.json, samples/<task>.jsonl, tasks/")
+    stage_settings.add_argument(p, GeneralEvalSettings)
+    p.add_argument("--threads", type=int, required=True, help="CPU threads (the rule's threads)")
+    p.set_defaults(func=_cmd_general_eval)

@@ -5,6 +5,7 @@ of the :class:`ifplay.plan.Plan` being built, ``plan``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ifplay.core.config import ConfigError
 from ifplay.core.stages import Stage
@@ -254,3 +255,50 @@ def add_inference_scaling(plan, actor: Stage, refiner: Stage) -> None:
                                      {"judged": judged_greedy, "prompts": prompts, "refiner": refiner},
                                      runtime={**runtime, **judge_path, "refine_template": refine_path}))
             plan.scaling.append(ScalingPoint("tree_search", budget, scores(answers), answers))
+
+
+@dataclass
+class GeneralEvaluation:
+    """One model on ``eval.general``'s lm-eval tasks: rows of ``tables/general.csv``."""
+
+    model: str
+    iteration: int
+    scores: Stage
+
+
+def add_general(plan) -> None:
+    """Every model of the experiment (``plan.models``) runs ``eval.general.tasks`` through lm-eval
+    (:mod:`ifplay.evaluation.general`), one ``general_eval`` stage per model. A task's local files
+    (its ``data`` key, a ``data.*`` directory) are hashed by content, so moving them re-runs nothing."""
+    from ifplay.core import sources
+    from ifplay.evaluation.general import local_data_files
+
+    cfg = plan.config["eval"]["general"]
+    tasks, data_files = [], {}
+    for i, task in enumerate(cfg["tasks"]):
+        key = f"eval.general.tasks[{i}]"
+        source = plan.config["data"].get(task["data"]) if task["data"] else None
+        if task["data"] and task["data"] not in plan.config["data"]:
+            raise ConfigError(f"{key}.data: no config key data.{task['data']} (data has {', '.join(plan.config['data'])})")
+        files = None
+        if source is not None:
+            directory = sources.local_dir(source, f"data.{task['data']}")
+            try:
+                files = local_data_files(task["name"], directory, f"data.{task['data']}")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        if task["name"] in data_files:
+            raise ConfigError(f"{key}.name: {task['name']} is listed twice")
+        data_files[task["name"]] = files
+        fingerprint = None if files is None else {"files": {split: sources.file_sha256(Path(path))
+                                                            for split, path in sorted(files.items())}}
+        tasks.append({"name": task["name"], "shots": task["shots"], "limit": task["limit"],
+                      "metric": task["metric"], "data": fingerprint})
+    backend = plan.backend()
+    runtime = {"batch_size": plan.config["backend"]["batch_size"],
+               "backend_options": plan.backend_options(backend["name"]), "data_files": data_files}
+    config = {"tasks": tasks, "backend": backend, "seed": plan.config["seed"],
+              "max_gen_toks": cfg["max_gen_toks"], "chat_template": cfg["chat_template"]}
+    for label, iteration, model in plan.models:
+        scores = plan.add(Stage("general_eval", config, {"model": model}, runtime=runtime))
+        plan.general.append(GeneralEvaluation(label, iteration, scores))

@@ -15,7 +15,7 @@ from ifplay.core.config import flatten
 from ifplay.plan import Plan, experiment_dir
 from ifplay.core.records import RecordError, atomic_path, read_json, write_json
 from ifplay.evaluation.benchmarks import BENCHMARKS
-from ifplay.reporting.tables import (benchmark_table, breakdown_table, judge_table, llmbar_tables, read_table,
+from ifplay.reporting.tables import (benchmark_table, breakdown_table, general_table, judge_table, llmbar_tables, read_table,
                                      refinement_table, write_table)
 
 
@@ -34,6 +34,10 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
             name = f"{benchmark}_{breakdown}"
             csv, _ = write_table(breakdown_table(benchmark, rows), out / "tables" / name)
             tables[name] = str(csv.relative_to(out))
+    if plan.general:
+        rows = [{"model": e.model, "iteration": e.iteration, "scores": e.scores.output} for e in plan.general]
+        csv, _ = write_table(general_table(rows), out / "tables" / "general")
+        tables["general"] = str(csv.relative_to(out))
     if plan.llmbar:
         rows = [{"judge": e.judge, "iteration": e.iteration, "scores": e.scores.output} for e in plan.llmbar]
         for name, table in zip(("llmbar", "llmbar_votes"), llmbar_tables(rows)):

@@ -34,6 +34,25 @@ def breakdown_table(benchmark: str, rows: list[dict]) -> pd.DataFrame:
     return _by_iteration(records, columns or ["model", "iteration"])
 
 
+GENERAL_COLUMNS = ["model", "iteration", "task", "metric", "value", "stderr", "n", "shots", "lm_eval_version",
+                   "data_source"]
+
+
+def general_table(rows: list[dict]) -> pd.DataFrame:
+    """``tables/general.csv``: for each row (model, iteration, scores: a general_eval metrics.json),
+    one row per lm-eval task and metric (``metric,filter``); value and stderr in percent (two
+    decimals; stderr empty where lm-eval gives none), n the documents scored, shots as run."""
+    records = []
+    for row in rows:
+        for part in read_json(row["scores"])["rows"]:
+            records.append({"model": row["model"], "iteration": row["iteration"], "task": part["task"],
+                            "metric": part["metric"], "value": round(100 * part["value"], 2),
+                            "stderr": None if part["stderr"] is None else round(100 * part["stderr"], 2),
+                            "n": part["n"], "shots": part["shots"], "lm_eval_version": part["lm_eval_version"],
+                            "data_source": part["data_source"]})
+    return _by_iteration(records, GENERAL_COLUMNS)
+
+
 def llmbar_tables(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``tables/llmbar.csv`` and ``llmbar_votes.csv``: ``rows`` are dicts with judge, iteration and
     scores (a path to an llmbar_scores metrics.json); one row per subset (and Adversarial, Average),
