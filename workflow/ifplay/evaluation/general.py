@@ -632,15 +632,17 @@ def local_data_files(task: str, directory: str | os.PathLike, config_key: str) -
     """``{split: path}`` of a task's local copy in DIRECTORY (GSM8k: ``train.jsonl``, ``test.jsonl``,
     github openai/grade-school-math's rows with the stock task's fields); a clear error names the
     config key when a file is missing."""
+    from ifplay.core.config import ConfigError
+
     if task not in LOCAL_FILES:
-        raise ValueError(f"{config_key}: no local layout is declared for lm-eval task {task!r} "
+        raise ConfigError(f"{config_key}: no local layout is declared for lm-eval task {task!r} "
                          f"(ifplay.evaluation.general.LOCAL_FILES has {', '.join(LOCAL_FILES)}); "
                          f"set its data to null to load it from the hub")
     files = {}
     for name in LOCAL_FILES[task]:
         path = Path(directory) / name
         if not path.is_file():
-            raise ValueError(f"{config_key}: {path}: no such file (expected {', '.join(LOCAL_FILES[task])})")
+            raise ConfigError(f"{config_key}: {path}: no such file (expected {', '.join(LOCAL_FILES[task])})")
         files[name.removesuffix(".jsonl")] = str(path.resolve())
     return files
 

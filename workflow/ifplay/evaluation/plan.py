@@ -277,16 +277,11 @@ def add_general(plan) -> None:
     tasks, data_files = [], {}
     for i, task in enumerate(cfg["tasks"]):
         key = f"eval.general.tasks[{i}]"
-        source = plan.config["data"].get(task["data"]) if task["data"] else None
         if task["data"] and task["data"] not in plan.config["data"]:
             raise ConfigError(f"{key}.data: no config key data.{task['data']} (data has {', '.join(plan.config['data'])})")
-        files = None
-        if source is not None:
-            directory = sources.local_dir(source, f"data.{task['data']}")
-            try:
-                files = local_data_files(task["name"], directory, f"data.{task['data']}")
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
+        source = plan.config["data"][task["data"]] if task["data"] else None
+        files = None if source is None else local_data_files(
+            task["name"], sources.local_dir(source, f"data.{task['data']}"), f"data.{task['data']}")
         if task["name"] in data_files:
             raise ConfigError(f"{key}.name: {task['name']} is listed twice")
         data_files[task["name"]] = files
