@@ -110,22 +110,26 @@ class Proxy:
                     proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
                     proxy.auth_headers.append(self.headers.get("Authorization"))
                     action = proxy.script.pop(0) if proxy.script else "forward"
+                # The request leaves the count before its answer is written: a client that has its
+                # answer may send the next request at once, before this thread would get back here.
                 try:
                     if action in ("429", "500", "503"):
-                        self.reply(int(action), b'{"error": "injected"}', {"Retry-After": "0"} if action == "429" else None)
-                        return
-                    if action.startswith("sleep:"):
-                        time.sleep(float(action.split(":")[1]))
-                    headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
-                    answer = requests.post(proxy.upstream + self.path.removeprefix("/v1"), data=body, headers=headers,
-                                           timeout=300)
-                    try:
-                        self.reply(answer.status_code, answer.content)
-                    except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-                        pass
+                        status, content = int(action), b'{"error": "injected"}'
+                        extra = {"Retry-After": "0"} if action == "429" else None
+                    else:
+                        if action.startswith("sleep:"):
+                            time.sleep(float(action.split(":")[1]))
+                        headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
+                        answer = requests.post(proxy.upstream + self.path.removeprefix("/v1"), data=body,
+                                               headers=headers, timeout=300)
+                        status, content, extra = answer.status_code, answer.content, None
                 finally:
                     with proxy.lock:
                         proxy.in_flight -= 1
+                try:
+                    self.reply(status, content, extra)
+                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+                    pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
