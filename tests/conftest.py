@@ -14,6 +14,28 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("IFPLAY_SHARED_DATA", REPO.parent / "shared" / "data"))
 BIN = Path(sys.executable).parent
 
+# The cores of this machine shared out among pytest-xdist's workers (`make test`: two workers on two
+# cores, one core each). Two 2-thread OpenMP jobs side by side on two cores took 46 s each for what one
+# of them does alone in 14 s; two 1-thread jobs took 20 s each (docs/testing.md, "Time"). So each worker
+# is pinned to its own cores (sched_setaffinity: inherited by every process a test starts, and read by
+# Snakemake's --cores all, torch's default thread count and vLLM's core binding), and CORES, the
+# --cores and --threads that tests pass, is how many it has. Set before anything imports torch.
+def _share_cores() -> int:
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    cpus = sorted(os.sched_getaffinity(0))
+    if workers > 1 and worker.isdigit() and len(cpus) >= workers:
+        share = len(cpus) // workers
+        os.sched_setaffinity(0, cpus[int(worker) % workers * share:][:share])
+    return len(os.sched_getaffinity(0))
+
+
+CORES = _share_cores()
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = str(CORES)
+if "torch" in sys.modules:
+    sys.modules["torch"].set_num_threads(CORES)
+
 
 # `make test` runs the suite on pytest-xdist's workers, one module per worker at a time (--dist loadfile
 # --no-loadscope-reorder: modules in this order). The modules that run whole workflows go first, longest

@@ -2,6 +2,7 @@
 
 import pytest
 
+from conftest import CORES
 from ifplay.generation.backends import SamplingParams, make_backend
 
 pytestmark = pytest.mark.slow
@@ -15,7 +16,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def backend(smollm2):
-    with make_backend("transformers", str(smollm2), batch_size=8, threads=2) as engine:
+    with make_backend("transformers", str(smollm2), batch_size=8, threads=CORES) as engine:
         yield engine
 
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from conftest import REPO, planned_settings, run
+from conftest import CORES, REPO, planned_settings, run
 from ifplay.generation.backends import Backend, SamplingParams, resolve_dtype
 from ifplay.core.config import load_config
 from ifplay.generation.templates import check_template
@@ -182,7 +182,7 @@ def test_evolve_prompts_command_with_the_real_model(smollm2, tmp_path):
                                 config={"evolution": {"limit": 4, "max_new_tokens": 48}})
     proc = run(["ifplay", "evolved-prompts", "--teacher", str(smollm2), "--out", str(out),
                 "--evolved", str(tmp_path / "evolved.jsonl"), "--counts", str(tmp_path / "c.json"),
-                "--usage", str(tmp_path / "u.json"), "--settings", settings, "--threads", "2"], timeout=600)
+                "--usage", str(tmp_path / "u.json"), "--settings", settings, "--threads", str(CORES)], timeout=600)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     counts = result["counts"]
     assert counts["seeds"] == 4 and sum(counts[s] for s in ("evolved", "declined", "unparsed")) == 4

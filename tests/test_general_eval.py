@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import shared
+from conftest import CORES, shared
 from ifplay.evaluation import general
 from ifplay.evaluation.general import TaskSpec, model_for, offline_hub, run_tasks, write_task_override
 
@@ -312,7 +312,7 @@ def test_general_eval_stage_command_writes_rows_samples_and_the_table(smollm2, t
     stage = next(s for s in Plan(config).stages.values() if s.kind == "general_eval")
     out = tmp_path / "stage"
     proc = subprocess.run([str(BIN / "ifplay"), "general-eval", "--model", str(smollm2), "--out-dir", str(out),
-                           "--settings", json.dumps(stage.settings()), "--threads", "2"],
+                           "--settings", json.dumps(stage.settings()), "--threads", str(CORES)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((out / "metrics.json").read_text())["rows"]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import planned_settings, run
+from conftest import CORES, planned_settings, run
 from ifplay.judging.judge import ModelJudge, VerifierJudge
 from ifplay.evaluation.judge_eval import agreement, evaluate_judge
 from ifplay.core.records import read_jsonl, write_jsonl
@@ -63,7 +63,7 @@ def test_judge_eval_cli_with_the_real_model(tmp_path, smollm2):
     settings = planned_settings("judge_eval", config={"judge": {"votes": 3, "max_new_tokens": 8}})  # judge_verdict_first
     cmd = ["ifplay", "judge-eval", "--prompts", str(prompts), "--responses", str(responses), "--refiner", str(smollm2),
            "--out", str(tmp_path / "judged.jsonl"), "--metrics", str(tmp_path / "m.json"),
-           "--per-item", str(tmp_path / "items.jsonl"), "--settings", settings, "--threads", "2"]
+           "--per-item", str(tmp_path / "items.jsonl"), "--settings", settings, "--threads", str(CORES)]
     run(cmd)
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["metrics"]["responses"] == 2 and metrics["metrics"]["oracle_yes"] == 1

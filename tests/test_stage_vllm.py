@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import REPO, planned_settings, run
+from conftest import CORES, REPO, planned_settings, run
 from ifplay.scoring import ifeval
 from ifplay.core.records import read_jsonl, write_jsonl
 from ifplay.core.sources import load_prompts
@@ -25,7 +25,7 @@ def generate(ifplay: str, backend: str, model, prompts, out, backend_options: di
     settings = planned_settings("generate", config={"backend": {"name": backend, "dtype": "float32"}, "sampling": {"max_new_tokens": MAX_NEW_TOKENS}},
                                 runtime={"batch_size": 8, "backend_options": backend_options or {}})
     run([ifplay, "generate", "--model", str(model), "--prompts", str(prompts), "--out", str(out),
-         "--settings", settings, "--threads", "2"], cwd=REPO)
+         "--settings", settings, "--threads", str(CORES)], cwd=REPO)
     return read_jsonl(out)
 
 

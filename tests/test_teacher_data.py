@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import REPO, planned_settings, run
+from conftest import CORES, REPO, planned_settings, run
 from ifplay.generation.backends import Backend, SamplingParams, resolve_dtype
 from ifplay.core.config import load_config
 from ifplay.judging.judge import make_judge
@@ -193,7 +193,7 @@ def test_teacher_sft_data_command_with_the_real_model(smollm2, tmp_path):
     proc = run(["ifplay", "teacher-sft-data", "--prompts", str(tmp_path / "prompts.jsonl"),
                 "--samples", str(tmp_path / "samples.jsonl"), "--teacher", str(smollm2),
                 *[arg for name, path in files.items() for arg in (f"--{name}", path)],
-                "--settings", settings, "--threads", "2"], timeout=600)
+                "--settings", settings, "--threads", str(CORES)], timeout=600)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     counts, usage = result["counts"], result["usage"]
     assert counts["actor_prompts"] == 2 and counts["student_responses"] == 2

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CORES
 from ifplay.training import train as training
 from ifplay.core import settings as settings_module
 from ifplay.core.records import RecordError
 
 pytestmark = pytest.mark.slow
 
-THREADS = min(2, os.cpu_count() or 1)
+THREADS = CORES
 TOPICS = ["the sea", "a cat", "autumn", "coffee", "the moon", "trains", "music", "rain"]
 BASE = {"learning_rate": 5e-5, "per_device_train_batch_size": 2, "max_length": 256, "seed": 0,
         "gradient_checkpointing": False, "lr_scheduler_type": "constant", "bf16": False}

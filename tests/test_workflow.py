@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import shared, BIN, REPO, run
+from conftest import CORES, shared, BIN, REPO, run
 
 pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir, *args, check=True):
     """Run the repository's workflow with `workdir` as working directory (results/, logs/ go there)."""
-    return run(["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args],
+    return run(["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", str(CORES), *args],
                cwd=workdir, check=check)
 
 
@@ -118,7 +118,7 @@ def test_rules_find_ifplay_through_the_snakemake_they_run_under(workdir):
                                                        "eval": {"benchmarks": {"dev": {"limit": 2}}}}))
     env = {**os.environ, "PATH": "/usr/bin:/bin"}
     assert shutil.which("ifplay", path=env["PATH"]) is None
-    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
+    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", str(CORES),
                            "--configfile", "tiny.yaml", "bare.yaml"], cwd=workdir, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -167,7 +167,7 @@ def test_warm_and_cold_job_starts_write_identical_outputs(workdir, tmp_path):
     cold = tmp_path / "cold"
     cold.mkdir()
     shutil.copyfile(workdir / "tiny.yaml", cold / "tiny.yaml")
-    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(cold), "--cores", "2",
+    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(cold), "--cores", str(CORES),
                            "--configfile", "tiny.yaml"], cwd=cold, env={**os.environ, "IFPLAY_WARM_START": "0"},
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
