@@ -27,14 +27,16 @@ def _share_cores() -> int:
     if workers > 1 and worker.isdigit() and len(cpus) >= workers:
         share = len(cpus) // workers
         os.sched_setaffinity(0, cpus[int(worker) % workers * share:][:share])
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(share)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(share)
     return len(os.sched_getaffinity(0))
 
 
+# Without workers nothing is set: vLLM's CPU worker binds itself to one core and sizes its OpenMP
+# pool from OMP_NUM_THREADS when that is set (OMP_NUM_THREADS=2 on its one core ran its tests 3x slower).
 CORES = _share_cores()
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ[_var] = str(CORES)
-if "torch" in sys.modules:
-    sys.modules["torch"].set_num_threads(CORES)
 
 
 # `make test` runs the suite on pytest-xdist's workers, one module per worker at a time (--dist loadfile
