@@ -10,7 +10,8 @@ greedy, then sampled (n 3, T 0.9, top-p 0.9, seed 0), ``--max-new-tokens`` each,
 ``--dtype`` (default float32; the model load and one short warm-up call are not timed). Each
 setting starts fresh processes (``--worker``); side-by-side processes start together. Reported per
 setting: each process's seconds, the wall seconds of the setting, jobs per minute, and whether every
-process's answers equal those of the first setting (the thread count must not change outputs).
+process's answers equal those of the first setting (on CPU the thread count can change them:
+the order of the arithmetic's reductions follows the threads).
 
 Run from the repository root with nothing else running (the figures are rates and ratios):
 

@@ -15,8 +15,8 @@ SHARED_DATA = Path(os.environ.get("IFPLAY_SHARED_DATA", REPO.parent / "shared" /
 BIN = Path(sys.executable).parent
 
 # The cores of this machine shared out among pytest-xdist's workers (`make test`: two workers on two
-# cores, one core each). Two 2-thread OpenMP jobs side by side on two cores took 46 s each for what one
-# of them does alone in 14 s; two 1-thread jobs took 20 s each (docs/testing.md, "Time"). So each worker
+# cores, one core each). Two 2-thread OpenMP jobs side by side on two cores took 131 s each for what one
+# of them does alone in 31 s (benchmarks/README.md, "Threads per job"). So each worker
 # is pinned to its own cores (sched_setaffinity: inherited by every process a test starts, and read by
 # Snakemake's --cores all, torch's default thread count and vLLM's core binding), and CORES, the
 # --cores and --threads that tests pass, is how many it has. Set before anything imports torch.

@@ -22,7 +22,7 @@ def test_default_asks_for_no_gpus_and_no_placement():
         resources = rule_resources(config, group)
         assert resources["gpu"] == 0 and resources["nodes"] == 1 and "slurm_partition" not in resources
         assert resources["mem_mb"] > 0 and resources["runtime"] > 0
-    assert rule_threads(config, "generation") == 1 and rule_threads(config, "training") == 2
+    assert rule_threads(config, "generation") == 2 and rule_threads(config, "training") == 2
 
 
 def test_paper_config_asks_for_gpus_and_placement():
