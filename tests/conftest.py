@@ -31,11 +31,11 @@ def _share_cores() -> int:
             os.environ[var] = str(share)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(share)
+    # Without workers nothing is set: vLLM's CPU worker binds itself to one core and sizes its OpenMP
+    # pool from OMP_NUM_THREADS when set (OMP_NUM_THREADS=2 on its one core ran its tests 3x slower).
     return len(os.sched_getaffinity(0))
 
 
-# Without workers nothing is set: vLLM's CPU worker binds itself to one core and sizes its OpenMP
-# pool from OMP_NUM_THREADS when that is set (OMP_NUM_THREADS=2 on its one core ran its tests 3x slower).
 CORES = _share_cores()
 
 

@@ -6,7 +6,6 @@ import argparse
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from ifplay.core.records import RecordError
 
 pytestmark = pytest.mark.slow
 
-THREADS = CORES
 TOPICS = ["the sea", "a cat", "autumn", "coffee", "the moon", "trains", "music", "rain"]
 BASE = {"learning_rate": 5e-5, "per_device_train_batch_size": 2, "max_length": 256, "seed": 0,
         "gradient_checkpointing": False, "lr_scheduler_type": "constant", "bf16": False}
@@ -83,7 +81,7 @@ def dpo_run(smollm2, tmp_path_factory):
     out = tmp / "actor"
     settings = {**BASE, "beta": 0.1, "num_train_epochs": 1, "rpo_alpha": None, "loss_type": "sigmoid",
                 "warmup_ratio": 0.0, "weight_decay": 0.0, "max_steps": -1, "lora": {"enabled": False}}
-    summary = training.train_dpo(str(smollm2), str(data), str(out), settings, threads=THREADS)
+    summary = training.train_dpo(str(smollm2), str(data), str(out), settings, threads=CORES)
     return summary, out, tmp
 
 
@@ -147,7 +145,7 @@ def test_dpo_lora_is_merged_into_a_plain_checkpoint(smollm2, tmp_path):
     out = tmp_path / "lora"
     lora = {"enabled": True, "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
     summary = training.train_dpo(str(smollm2), str(data), str(out),
-                                 {**BASE, "learning_rate": 1e-3, "max_steps": 1, "lora": lora}, threads=THREADS)
+                                 {**BASE, "learning_rate": 1e-3, "max_steps": 1, "lora": lora}, threads=CORES)
     assert summary["lora"] and summary["steps"] == 1
     assert not (out / "adapter_config.json").exists() and not (out / "adapter_model.safetensors").exists()
     assert not (tmp_path / "lora.tmp").exists()
@@ -167,7 +165,7 @@ def test_dpo_rpo_alpha_adds_the_sft_term(smollm2, tmp_path):
     out = tmp_path / "rpo"
     summary = training.train_dpo(str(smollm2), str(data), str(out),
                                  {**BASE, "beta": 0.1, "rpo_alpha": 0.1, "max_steps": 1},
-                                 ref_model=str(smollm2), threads=THREADS)
+                                 ref_model=str(smollm2), threads=CORES)
     assert summary["loss_type"] == ["sigmoid", "sft"] and summary["loss_weights"] == [1.0, 0.1]
     rows = read_log(out)
     assert len(rows) == 1
@@ -183,7 +181,7 @@ def test_sft_overfits_and_saves(smollm2, tmp_path):
     data = write_jsonl(tmp_path / "sft.jsonl", conversations()[-4:])  # 3 single-turn, 1 multi-turn
     out = tmp_path / "refiner"
     settings = {**BASE, "learning_rate": 1e-4, "per_device_train_batch_size": 4, "num_train_epochs": 3}
-    summary = training.train_sft(str(smollm2), str(data), str(out), settings, threads=THREADS)
+    summary = training.train_sft(str(smollm2), str(data), str(out), settings, threads=CORES)
     assert summary["assistant_mask"] == "prefix-render" and summary["num_examples"] == 4
     rows = read_log(out)
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
