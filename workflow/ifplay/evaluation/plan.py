@@ -269,7 +269,7 @@ class GeneralEvaluation:
 def add_general(plan) -> None:
     """Every model of the experiment (``plan.models``) runs ``eval.general.tasks`` through lm-eval
     (:mod:`ifplay.evaluation.general`), one ``general_eval`` stage per model. A task's local files
-    (its ``data`` key, a ``data.*`` directory) are hashed by content, so moving them re-runs nothing."""
+    (its ``data`` key: a ``data.*`` directory or file) are hashed by content, so moving them re-runs nothing."""
     from ifplay.core import sources
     from ifplay.evaluation.general import local_data_files
 
@@ -280,8 +280,7 @@ def add_general(plan) -> None:
         if task["data"] and task["data"] not in plan.config["data"]:
             raise ConfigError(f"{key}.data: no config key data.{task['data']} (data has {', '.join(plan.config['data'])})")
         source = plan.config["data"][task["data"]] if task["data"] else None
-        files = None if source is None else local_data_files(
-            task["name"], sources.local_dir(source, f"data.{task['data']}"), f"data.{task['data']}")
+        files = None if source is None else local_data_files(task["name"], source, f"data.{task['data']}")
         if task["name"] in data_files:
             raise ConfigError(f"{key}.name: {task['name']} is listed twice")
         data_files[task["name"]] = files
