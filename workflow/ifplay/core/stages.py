@@ -105,9 +105,10 @@ _KINDS = (
     StageKind("judge_eval", 3, ("metrics.json", "judged.jsonl", "per_item.jsonl"), "generation",
               ("prompts", "responses", "refiner"), ("judge", "backend", "seed"),
               "a refiner judging held-out responses, scored against the IFEval oracle"),
-    StageKind("general_eval", 1, ("metrics.json", "results.json", "samples/"), "generation", ("model",),
-              ("tasks", "backend", "seed", "max_gen_toks", "chat_template"),
-              "general skills: stock lm-eval tasks (GSM8k, MMLU, ...) through lm-eval's own API, per-sample logs kept"),
+    StageKind("general_eval", 2, ("metrics.json", "results.json", "samples/"), "generation", ("model",),
+              ("tasks", "backend", "seed", "max_gen_toks", "chat_template", "endpoint"),
+              "general skills: stock lm-eval tasks (GSM8k, HumanEval, MMLU, ...) through lm-eval's own API, "
+              "programs of code tasks in the sandbox, per-sample logs kept"),
     StageKind("scaling_best_of_n", 1, ("responses.jsonl", "counts.json"), "bookkeeping", ("judged",), ("budget",),
               "inference-time scaling: the refiner's pick of the first N judged samples"),
     StageKind("scaling_search", 3, ("responses.jsonl", "trees.jsonl", "counts.json"), "generation",

