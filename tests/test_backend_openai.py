@@ -437,9 +437,9 @@ def test_general_eval_against_the_served_model(server, smollm2, tmp_path, endpoi
         (mmlu / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     tasks = [{"name": "gsm8k", "shots": 0, "limit": 2, "metric": "exact_match", "data": "gsm8k"}]
     if endpoint == "completions":
-        tasks.append({"name": "mmlu_abstract_algebra", "shots": 0, "limit": None, "metric": "acc", "data": "llmbar"})
-    config = load_config([], {"data": {"gsm8k": str(gsm8k), "llmbar": str(mmlu)},  # any data.* key names a copy
-                              "backend": {"name": "openai", "dtype": None,
+        tasks.append({"name": "mmlu_abstract_algebra", "shots": 0, "limit": None, "metric": "acc", "data": "mbpp"})
+    config = load_config([], {"data": {"gsm8k": str(gsm8k), "mbpp": str(mmlu)},  # any data.* key names a copy
+                              "backend": {"name": "openai",
                                           "openai": {"base_url": server, "api_key_env": KEY_ENV, "model": str(smollm2)}},
                               "eval": {"general": {"tasks": tasks, "max_gen_toks": 16, "endpoint": endpoint}}})
     stage = next(s for s in Plan(config).stages.values() if s.kind == "general_eval")
