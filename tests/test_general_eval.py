@@ -251,7 +251,8 @@ def test_run_tasks_calls_lm_eval_per_limit(tmp_path, gsm8k_files):
 @pytest.mark.slow
 def test_smollm2_gsm8k_local(tmp_path, smollm2, gsm8k_files):
     """SmolLM2-135M on the first 3 GSM8k test problems, 1 shot, through lm-eval's hf model; the
-    prompts it was sent are the stock gsm8k task's prompts for the same documents."""
+    prompts it was sent are the stock gsm8k task's prompts for the same documents, and the stock
+    task scores its responses as the run did, per document and filter."""
     model, args = model_for({"name": "transformers", "dtype": "float32", "batch_size": 3}, str(smollm2), None)
     spec = TaskSpec("gsm8k", num_fewshot=1, limit=3, data_files=gsm8k_files)
     env = {name: os.environ.get(name) for name in general.OFFLINE_ENV}
@@ -292,6 +293,18 @@ def test_smollm2_gsm8k_local(tmp_path, smollm2, gsm8k_files):
     sent = {s["doc_id"]: s["arguments"]["gen_args_0"]["arg_0"] for s in samples}
     assert [sent[d] for d in range(3)] == contexts(stock_task_on(gsm8k_files), 1, seed=0, limit=3)
     assert all(sent[d].endswith(f"Question: {test_docs[d]['question']}\nAnswer:") for d in range(3))
+
+    # local vs stock, per-sample results: the stock task's own filters and process_results, applied to
+    # the responses the model gave in this run, score every (document, filter) as the run did
+    stock = stock_task_on(gsm8k_files)
+    contexts(stock, 1, seed=0, limit=3)  # builds the stock task's instances for the same documents
+    response = {s["doc_id"]: s["resps"][0][0] for s in samples}
+    for instance in stock.instances:
+        instance.resps.append(response[instance.doc_id])
+    stock.apply_filters()
+    theirs = {(i.doc_id, key): stock.process_results(test_docs[i.doc_id], [value])["exact_match"]
+              for i in stock.instances for key, value in i.filtered_resps.items()}
+    assert theirs == {(s["doc_id"], s["filter"]): s["exact_match"] for s in samples}
 
 
 @pytest.mark.slow
