@@ -644,7 +644,7 @@ class GeneralEvalConfig:
     seed: int
     max_gen_toks: int | None  # lm-eval's gen_kwargs max_gen_toks for every generating task; None = the task's
     chat_template: bool  # apply the model's chat template (lm-eval's --apply_chat_template)
-    endpoint: str | None = None  # backend openai: "chat" or "completions" (model_for's served endpoint)
+    endpoint: str | None  # backend openai: "chat" or "completions" (model_for's served endpoint)
 
 
 @dataclass(frozen=True)
