@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from ifplay.autoif.plan import AutoIFRun, add_autoif
+from ifplay.baselines.plan import SelfRewardingIteration, add_self_rewarding
 from ifplay.core import sources
 from ifplay.core.stages import RESULTS, Stage, short_hash  # noqa: F401 - re-exported for callers
 from ifplay.generation.backends import resolve_dtype
@@ -43,8 +44,11 @@ class Plan:
         self.evaluations: list[Evaluation] = []
         self.models: list[tuple[str, int, Stage]] = []
         self.spar: list[SparIteration] = []
+        self.self_rewarding: list[SelfRewardingIteration] = []
         self.judge_evaluations: list[JudgeEvaluation] = []
         self.refiners: list[tuple[str, int, Stage]] = []  # SPaR's R_0..R_T: (label, iteration, checkpoint)
+        # every model judged as a judge (LLMBar, judge.csv): SPaR's refiners, the baselines' self-judges
+        self.judges: list[tuple[str, int, Stage]] = []
         self.llmbar: list[LLMBarEvaluation] = []
         self.general: list[GeneralEvaluation] = []  # eval.general: every model on lm-eval's tasks
         self.refinement: list[RefinementEvaluation] = []
@@ -65,6 +69,8 @@ class Plan:
             add_autoif(self, base)
         if config["spar"]["enabled"]:
             add_spar(self, base, actor, refiner)
+        if config["self_rewarding"]["enabled"]:
+            add_self_rewarding(self, base, actor)
         if config["eval"]["inference_scaling"]["enabled"]:
             final_refiner = self.spar[-1].refiner if self.spar else refiner
             add_inference_scaling(self, self.models[-1][2], final_refiner)
@@ -75,10 +81,10 @@ class Plan:
                 add_benchmark(self, name, bench)  # a benchmark whose data.<key> is null is not planned
         if config["eval"]["general"]["enabled"] and config["eval"]["general"]["tasks"]:
             add_general(self)
-        if config["eval"]["llmbar"]["enabled"] and config["data"]["llmbar"] and self.refiners:
+        if config["eval"]["llmbar"]["enabled"] and config["data"]["llmbar"] and self.judges:
             add_llmbar(self)
-        if config["eval"]["refinement"]["enabled"] and self.judge_evaluations:  # its tasks: R_0's judge_eval
-            add_refinement(self)
+        if config["eval"]["refinement"]["enabled"] and self.refiners and self.judge_evaluations:
+            add_refinement(self)  # SPaR's refiners; its tasks: R_0's judge_eval
 
     # -- construction helpers -------------------------------------------------------------
     def add(self, stage: Stage) -> Stage:
@@ -183,6 +189,7 @@ class Plan:
         return ([e.scores.output for e in self.evaluations]
                 + [e.metrics.output for e in self.judge_evaluations]
                 + [it.data.path("counts.json") for it in self.spar]
+                + [stage.path("counts.json") for it in self.self_rewarding for stage in (it.judged, it.pairs)]
                 + [stage.path("counts.json") for stage in (self.autoif.filters if self.autoif else [])]
                 + [stage.output for stage in self.training_runs().values()]
                 + [e.scores.output for e in self.llmbar]
@@ -198,6 +205,7 @@ class Plan:
         benchmarks = list(dict.fromkeys(e.benchmark for e in self.evaluations))
         benchmarks += [f"{name}_{BENCHMARKS[name].breakdown}" for name in benchmarks if BENCHMARKS[name].breakdown]
         return (benchmarks + (["spar_counts", "spar_pairs"] if self.spar else [])
+                + (["self_rewarding"] if self.self_rewarding else [])
                 + (["general"] if self.general else [])
                 + (["judge"] if self.judge_evaluations else []) + (["llmbar", "llmbar_votes"] if self.llmbar else [])
                 + (["refinement"] if self.refinement else [])
@@ -223,6 +231,8 @@ class Plan:
         for it in self.spar:
             runs[f"actor_dpo_iter{it.iteration + 1}"] = it.actor
             runs[f"refiner_rft_iter{it.iteration + 1}"] = it.refiner
+        for it in self.self_rewarding:
+            runs[f"self_rewarding_dpo_iter{it.iteration + 1}"] = it.model
         return runs
 
     def final_outputs(self) -> list[str]:
@@ -286,6 +296,11 @@ class Plan:
                 {"method": p.method, "budget": p.budget, "scores": p.scores.output,
                  "answers": p.answers.output if p.answers else None}
                 for p in self.scaling
+            ],
+            "self_rewarding": [
+                {"iteration": it.iteration, "judge_counts": it.judged.path("counts.json"),
+                 "pair_counts": it.pairs.path("counts.json"), "model": it.model.output}
+                for it in self.self_rewarding
             ],
             "spar_iterations": [
                 {"iteration": it.iteration, "counts": it.data.path("counts.json"),

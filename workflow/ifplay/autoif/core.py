@@ -32,6 +32,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from ifplay.core.parsing import parse_score as _parse_score
+
 # -- 1. instructions ---------------------------------------------------------------------------
 _NUMBERING = re.compile(r"^\s*(?:\d+\s*[.)\]:-]|[-*\u2022]|\(\d+\))\s*")
 
@@ -375,22 +377,9 @@ def accuracy(results: list[bool | None]) -> float:
 
 
 # -- 7. quality scores ------------------------------------------------------------------------------
-_SCORE = re.compile(r"score\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
-_LEADING_NUMBER = re.compile(r"^\s*\**\s*(\d+(?:\.\d+)?)")
-
-
 def parse_score(text: str) -> float | None:
-    """The last "Score: N" in a judge text (0-10); a text that starts with a number (the prefilled
-    "Score:" template) gives that number. Out-of-range or missing: ``None``."""
-    matches = _SCORE.findall(text)
-    raw = matches[-1] if matches else None
-    if raw is None:
-        lead = _LEADING_NUMBER.match(text)
-        raw = lead.group(1) if lead else None
-    if raw is None:
-        return None
-    value = float(raw)
-    return value if 0 <= value <= 10 else None
+    """The last "Score: N" in a quality judge's text, 0-10 (:func:`ifplay.core.parsing.parse_score`)."""
+    return _parse_score(text, maximum=10)
 
 
 # -- 8. training data -------------------------------------------------------------------------------

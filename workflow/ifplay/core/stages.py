@@ -83,6 +83,12 @@ _KINDS = (
               "DPO (trl) of a model on preference pairs (SPaR's actor, AutoIF's offline and online DPO)"),
     StageKind("sft", 2, ("checkpoint/",), "training", ("model", "data"), ("settings", "seed", "data"),
               "SFT (trl) of a model on conversations (SPaR's refiner RFT and -SFT models, AutoIF's SFT)"),
+    # -- the baselines (ifplay.baselines) ---------------------------------------------------------
+    StageKind("rubric_judgements", 1, ("judged.jsonl", "counts.json"), "generation", ("samples", "judge"),
+              ("judge", "backend", "seed"),
+              "Self-Rewarding: the model scores its own samples with the additive 5-point rubric, several times"),
+    StageKind("self_rewarding_pairs", 1, ("pairs.jsonl", "counts.json"), "bookkeeping", ("judged",), (),
+              "Self-Rewarding: per prompt, the best- against the worst-scored sample as a DPO pair"),
     # -- evaluation ------------------------------------------------------------------------------
     StageKind("ifeval_scores", 1, ("metrics.json", "per_prompt.jsonl"), "evaluation", ("prompts", "responses"), (),
               "IFEval's four metrics of responses (lm-eval's checkers)"),

@@ -116,9 +116,9 @@ class LLMBarEvaluation:
 
 
 def add_llmbar(plan) -> None:
-    """The base model (when SFT makes R_0), every refiner of the experiment (``plan.refiners``: R_0 ..
-    R_T) and every judge of ``eval.llmbar.judges`` judge LLMBar's items with SPaR's judge template and
-    sampling (:mod:`ifplay.evaluation.llmbar`)."""
+    """The base model (when SFT makes R_0), every judge of the experiment (``plan.judges``: SPaR's
+    refiners R_0 .. R_T, the baselines' self-judging models) and every judge of ``eval.llmbar.judges``
+    judge LLMBar's items with SPaR's judge template and sampling (:mod:`ifplay.evaluation.llmbar`)."""
     from ifplay.core import sources
     from ifplay.scoring.llmbar import data_fingerprint
 
@@ -142,8 +142,8 @@ def add_llmbar(plan) -> None:
         scores = plan.add(Stage("llmbar_scores", scores_config, {"pointwise": items, "judged": judged}))
         plan.llmbar.append(LLMBarEvaluation(label, iteration, scores))
 
-    refiners = list(plan.refiners)
-    if "refiner" in plan.sft:  # R_0 is the SFT model: the base model before it is Table 2's first SPaR row
+    refiners = list(plan.judges)
+    if "refiner" in plan.sft and not any(stage.key == plan.base.key for _, _, stage in refiners):  # R_0 is the SFT model: the base model before it is Table 2's first SPaR row
         refiners.insert(0, (plan.base_label(), 0, plan.base))
     for label, iteration, refiner in refiners:
         evaluate(label, iteration, refiner, plan.backend(), None)

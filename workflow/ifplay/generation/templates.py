@@ -24,6 +24,8 @@ TEMPLATE_FIELDS = {
     "autoif_nli": ("premise", "hypothesis"),
     "autoif_query": ("instruction", "query"),
     "autoif_score": ("instruction", "query", "response"),
+    # Self-Rewarding's LLM-as-a-Judge rubric (config/prompts/self_rewarding_rubric*.txt, ifplay.baselines)
+    "rubric": ("prompt", "response"),
 }
 
 ASSISTANT_MARKER = "<<<assistant>>>"

@@ -65,6 +65,11 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
         tables["spar_counts"] = str(csv.relative_to(out))
         csv, _ = write_table(pd.DataFrame.from_records(interference), out / "tables" / "spar_pairs")
         tables["spar_pairs"] = str(csv.relative_to(out))
+    if plan.self_rewarding:
+        rows = [{"iteration": it.iteration, "pairs": read_json(it.pairs.path("counts.json"))}
+                for it in plan.self_rewarding]
+        csv, _ = write_table(self_rewarding_table(rows), out / "tables" / "self_rewarding")
+        tables["self_rewarding"] = str(csv.relative_to(out))
     autoif_counts = []
     if plan.autoif:
         autoif_counts = [{"stage": stage.kind, "counts": read_json(stage.path("counts.json")),
@@ -178,6 +183,24 @@ def teacher_table(stages: list[dict]) -> pd.DataFrame:
             for entry in stages for kind, values in (("count", entry["counts"]), ("usage", entry["usage"]))
             for name, value in values.items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
     return pd.DataFrame.from_records(rows, columns=["stage", "kind", "name", "value"])
+
+
+SELF_REWARDING_COLUMNS = ["iteration", "prompts", "responses", "judge_samples", "invalid_judge_samples",
+                          "scored_responses", "mean_score", "pairs", "prompts_all_equal", "prompts_too_few_scored",
+                          "mean_chosen_score", "mean_rejected_score", "mean_chosen_chars", "mean_rejected_chars"]
+
+
+def self_rewarding_table(iterations: list[dict]) -> pd.DataFrame:
+    """One row per Self-Rewarding iteration: the model's scoring of its samples and the pairs it
+    made (``tables/self_rewarding.csv``, :data:`SELF_REWARDING_COLUMNS`), from the pairs stage's counts."""
+    rows = []
+    for entry in iterations:
+        pairs = entry["pairs"]
+        judged = pairs["judgements"]
+        rows.append({"iteration": entry["iteration"], **{k: judged[k] for k in SELF_REWARDING_COLUMNS[2:6]},
+                     "prompts": pairs["prompts"], "responses": judged["responses"], "mean_score": judged["mean_score"],
+                     **{k: pairs[k] for k in SELF_REWARDING_COLUMNS[7:]}})
+    return pd.DataFrame.from_records(rows, columns=SELF_REWARDING_COLUMNS)
 
 
 def spar_summary(spar_counts: list[dict]) -> pd.DataFrame:

@@ -92,23 +92,11 @@ def add_spar(plan, base: Stage, actor: Stage, refiner: Stage) -> None:
     backend = plan.backend()
     runtime = plan.backend_runtime()
     autoif_pool = spar["prompt_source"] == "autoif"
-    if spar["prompt_source"] == "evolved":
-        plan.evolution = evolved_prompts(plan)
-        pool = plan.add(Stage("prompt_subset", {"limit": spar["prompt_limit"]}, {"prompts": plan.evolution}))
-    elif autoif_pool:
-        if plan.autoif is None:
-            raise ConfigError("spar.prompt_source: 'autoif' takes SPaR's prompts from the AutoIF pipeline's "
-                              "queries, so it needs autoif.enabled: true (or set spar.prompt_source: "
-                              "train_prompts)")
-        pool = plan.add(Stage("autoif_prompts", {"limit": spar["prompt_limit"]}, {"queries": plan.autoif.data},
-                              files={"queries": "queries.jsonl"}))
-    else:
-        pool = plan.add(plan.prompt_set("train_prompts", spar["prompt_limit"]))
+    pool = prompt_pool(plan)
     judge = dict(spar["judge"])
     del judge["template"]
     judge_template, judge_path = spar_template(plan, "judge")
-    # the refiner as a judge always judges as the model judge does, whoever judges in training
-    judge_eval, _ = refiner_judge(plan)
+    score_judge = judge_rows(plan, base)
     search = dict(spar["search"])
     del search["template"]
     refine_template, refine_path = spar_template(plan, "search")
@@ -121,21 +109,8 @@ def add_spar(plan, base: Stage, actor: Stage, refiner: Stage) -> None:
     search["template"] = refine_template
     templates = {"judge_template": judge_path, "refine_template": refine_path}
     label = plan.base_label()
-    heldout = None
-    if spar["judge_eval"]["enabled"]:  # the base model's greedy answers to the dev prompts
-        heldout_prompts = plan.add(plan.prompt_set("dev_prompts", spar["judge_eval"]["limit"]))
-        heldout = {"prompts": heldout_prompts,
-                   "responses": plan.add(plan.eval_responses(base, heldout_prompts))}
-
-    def score_judge(model_label: str, iteration: int, model: Stage) -> None:
-        plan.refiners.append((model_label, iteration, model))  # LLMBar judges with each (ifplay.plan)
-        if heldout is None:
-            return
-        stage = plan.add(Stage("judge_eval", {"judge": judge_eval, "backend": backend, "seed": plan.config["seed"]},
-                               {**heldout, "refiner": model}, runtime={**runtime, "judge_template": judge_path}))
-        plan.judge_evaluations.append(JudgeEvaluation(model_label, iteration, stage))
-
-    score_judge(label if refiner is base else f"{label}-SFT", 0, refiner)
+    plan.refiners.append((label if refiner is base else f"{label}-SFT", 0, refiner))
+    score_judge(*plan.refiners[-1])
     for t in range(spar["iterations"]):
         samples = plan.samples(actor, pool, spar["sampling"])
         judge_inputs = {"samples": samples, "prompts": pool}
@@ -155,7 +130,36 @@ def add_spar(plan, base: Stage, actor: Stage, refiner: Stage) -> None:
         refiner = plan.fine_tune("sft", spar["refiner_rft"], refiner, data, "rft.jsonl")
         plan.spar.append(SparIteration(t, samples, judged, trees, data, actor, refiner))
         plan.models.append((f"{label}-SPaR-DPO", t + 1, actor))
-        score_judge(f"{label}-SPaR-RFT", t + 1, refiner)
+        plan.refiners.append((f"{label}-SPaR-RFT", t + 1, refiner))
+        score_judge(*plan.refiners[-1])
+
+
+def judge_rows(plan, base: Stage):
+    """A function ``score_judge(label, iteration, model)`` that makes ``model`` a row of the refiner
+    tables: a judge of LLMBar (``plan.judges``, :func:`ifplay.evaluation.plan.add_llmbar`) and, with
+    ``spar.judge_eval.enabled``, of ``tables/judge.csv`` (``judge_eval``: ``base``'s greedy answers to
+    the dev prompts, judged as the model judge does with ``spar.judge``'s template and votes, whoever
+    judges in training). SPaR's refiners R_t and the baselines' self-judging models use it; a model
+    already listed (the same stage) is not listed twice."""
+    spar = plan.config["spar"]
+    backend, runtime = plan.backend(), plan.backend_runtime()
+    judge_eval, templates = refiner_judge(plan)
+    heldout = None
+    if spar["judge_eval"]["enabled"]:  # the base model's greedy answers to the dev prompts
+        heldout_prompts = plan.add(plan.prompt_set("dev_prompts", spar["judge_eval"]["limit"]))
+        heldout = {"prompts": heldout_prompts, "responses": plan.add(plan.eval_responses(base, heldout_prompts))}
+
+    def score_judge(model_label: str, iteration: int, model: Stage) -> None:
+        if any(listed.key == model.key for _, _, listed in plan.judges):
+            return
+        plan.judges.append((model_label, iteration, model))
+        if heldout is None:
+            return
+        stage = plan.add(Stage("judge_eval", {"judge": judge_eval, "backend": backend, "seed": plan.config["seed"]},
+                               {**heldout, "refiner": model}, runtime={**runtime, **templates}))
+        plan.judge_evaluations.append(JudgeEvaluation(model_label, iteration, stage))
+
+    return score_judge
 
 
 def teacher_model(plan) -> tuple[dict, Stage | None, dict]:
@@ -170,6 +174,24 @@ def teacher_model(plan) -> tuple[dict, Stage | None, dict]:
     if backend["name"] == "openai":
         return {"backend": backend, "model": teacher["model"]}, None, runtime
     return {"backend": backend, "model": None}, plan.other_model(teacher["model"], "teacher.model"), runtime
+
+
+def prompt_pool(plan) -> Stage:
+    """SPaR's prompt pool, which the baselines (:mod:`ifplay.baselines.plan`) sample from too: the first
+    ``spar.prompt_limit`` prompts of ``data.train_prompts``, of the teacher's evolved prompts
+    (``spar.prompt_source: evolved``) or of the AutoIF pipeline's queries (``autoif``)."""
+    spar = plan.config["spar"]
+    if spar["prompt_source"] == "evolved":
+        plan.evolution = evolved_prompts(plan)
+        return plan.add(Stage("prompt_subset", {"limit": spar["prompt_limit"]}, {"prompts": plan.evolution}))
+    if spar["prompt_source"] == "autoif":
+        if plan.autoif is None:
+            raise ConfigError("spar.prompt_source: 'autoif' takes SPaR's prompts from the AutoIF pipeline's "
+                              "queries, so it needs autoif.enabled: true (or set spar.prompt_source: "
+                              "train_prompts)")
+        return plan.add(Stage("autoif_prompts", {"limit": spar["prompt_limit"]}, {"queries": plan.autoif.data},
+                              files={"queries": "queries.jsonl"}))
+    return plan.add(plan.prompt_set("train_prompts", spar["prompt_limit"]))
 
 
 def evolved_prompts(plan) -> Stage:

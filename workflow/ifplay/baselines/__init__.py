@@ -1,0 +1,1 @@
+"""SPaR's baselines as methods of the workflow (Self-Rewarding, ...), sharing SPaR's stages by key."""

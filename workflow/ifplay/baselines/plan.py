@@ -1,0 +1,54 @@
+"""The baselines' part of the stage plan (docs/baselines.md): each method iterates from SPaR's M_0 on
+SPaR's prompt pool, through the shared ``generate`` and ``dpo`` stages, so a study that runs several
+methods computes every stage they agree on once (the same model, prompts and settings give the
+same key).
+
+Functions of the :class:`ifplay.plan.Plan` being built: they add stages with ``plan.add`` and record
+the models the benchmarks score (``plan.models``) and the self-judging models the refiner tables
+score (:func:`ifplay.spar.plan.judge_rows`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ifplay.core.stages import Stage
+from ifplay.spar.plan import judge_rows, prompt_pool
+
+
+@dataclass
+class SelfRewardingIteration:
+    """The stages of Self-Rewarding iteration t: M_t samples and judges itself, M_{t+1} = DPO(M_t)."""
+
+    iteration: int
+    samples: Stage
+    judged: Stage
+    pairs: Stage
+    model: Stage
+
+
+def add_self_rewarding(plan, base: Stage, actor: Stage) -> None:
+    """Self-Rewarding iterations from M_0 = ``actor`` (SPaR's M_0: the base model or its SFT):
+    M_t samples ``self_rewarding.sampling``, scores each sample with the rubric
+    (``rubric_judgements``), the best- against the worst-scored response of each prompt are DPO
+    pairs (``self_rewarding_pairs``), M_{t+1} = DPO(M_t). Every M_t is a row of the benchmark tables
+    (``<label>-Self-Rewarding``, iteration t) and, as the judge it is, of the refiner tables."""
+    cfg = plan.config["self_rewarding"]
+    seed = plan.config["seed"]
+    pool = prompt_pool(plan)
+    judge = dict(cfg["judge"])
+    judge["template"], template_path = plan.local_file(judge["template"], "self_rewarding.judge.template")
+    runtime = {**plan.backend_runtime(), "rubric_template": template_path}
+    label = plan.base_label()
+    score_judge = judge_rows(plan, base)
+    score_judge(label if actor is base else f"{label}-SFT", 0, actor)
+    model = actor
+    for t in range(cfg["iterations"]):
+        samples = plan.samples(model, pool, cfg["sampling"])
+        judged = plan.add(Stage("rubric_judgements", {"judge": judge, "backend": plan.backend(), "seed": seed},
+                                {"samples": samples, "judge": model}, runtime=runtime))
+        pairs = plan.add(Stage("self_rewarding_pairs", {}, {"judged": judged}))
+        model = plan.fine_tune("dpo", cfg["dpo"], model, pairs)
+        plan.self_rewarding.append(SelfRewardingIteration(t, samples, judged, pairs, model))
+        plan.models.append((f"{label}-Self-Rewarding", t + 1, model))
+        score_judge(f"{label}-Self-Rewarding", t + 1, model)
