@@ -154,11 +154,6 @@ def plan(*overlays, **overrides) -> Plan:
     return Plan(load_config([str(REPO / o) for o in overlays], overrides or None))
 
 
-def samples_of(p: Plan, model_key: str) -> list[str]:
-    return [s.key for s in p.stages.values() if s.kind == "generate" and s.inputs["model"].key == model_key
-            and s.config["sampling"]["temperature"] > 0 and s.inputs["prompts"].kind == "prompts"]
-
-
 def test_self_rewarding_plan_shares_spars_m0_samples_and_adds_its_rows():
     default, sr = plan(), plan("config/experiments/self-rewarding.yaml")
     assert not sr.spar and len(sr.self_rewarding) == 1
