@@ -26,7 +26,7 @@ SCHEMA = load_schema()
 # at inference and of refinement accuracy take every key they lack from spar.search, and warmup_steps (a step count) is the
 # alternative to warmup_ratio. Setting them in default.yaml would change behaviour or stage keys.
 TRAINING = ("spar.actor_dpo", "spar.refiner_rft", "sft.training", "autoif.sft", "autoif.offline_dpo",
-            "autoif.online_dpo.training", "self_rewarding.dpo")
+            "autoif.online_dpo.training", "self_rewarding.dpo", "meta_rewarding.dpo")
 OPTIONAL = ({f"eval.{section}.search.{key}" for section in ("inference_scaling", "refinement") for key in (
     "algorithm", "branch", "select", "max_depth", "end_gate", "selection", "temperature", "top_p", "max_new_tokens")}
     | {f"{section}.warmup_steps" for section in TRAINING})
@@ -216,7 +216,7 @@ def test_the_documentation_rule(text, expected):
 @pytest.mark.parametrize("anchor, insert, path", [
     ("\n# Name of this experiment", "\nnew_key: 1\n", "new_key"),
     ("model:\n", "  new_key: 1\n", "model.new_key"),
-    ("\n# The teacher that makes", "  new_key: 1\n", "self_rewarding.new_key"),
+    ("\n# The teacher that makes", "  new_key: 1\n", "meta_rewarding.new_key"),
     ("  # Failing responses per prompt", "  new_key: {a: 1}\n", "spar.new_key"),
     ("  # Judge: model (the refiner", "  new_key:\n    a: 1\n", "spar.new_key"),
     ("\n# Evaluation of every model", "\n  new_key: 1\n", "data.new_key"),

@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_diff)
 
     from ifplay.autoif import stages as autoif_stages
-    from ifplay.baselines import self_rewarding
+    from ifplay.baselines import meta_rewarding, self_rewarding
     from ifplay.core import cluster, warm
     from ifplay.evaluation import followbench, general, inference_scaling, judge_eval, llmbar, refinement
     from ifplay.reporting import results_docs
@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ifplay.training import train as training
 
     for module in (spar, judge_eval, followbench, llmbar, refinement, general, training, cluster, sandbox, autoif_stages, inference_scaling, evolution,
-                   teacher_data, results_docs, warm, self_rewarding):
+                   teacher_data, results_docs, warm, self_rewarding, meta_rewarding):
         module.add_cli(sub)
 
     p = sub.add_parser("plan", help="list the stages (kind, key, config) a configuration runs")

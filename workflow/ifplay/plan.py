@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from ifplay.autoif.plan import AutoIFRun, add_autoif
-from ifplay.baselines.plan import SelfRewardingIteration, add_self_rewarding
+from ifplay.baselines.plan import MetaRewardingIteration, SelfRewardingIteration, add_meta_rewarding, add_self_rewarding
 from ifplay.core import sources
 from ifplay.core.stages import RESULTS, Stage, short_hash  # noqa: F401 - re-exported for callers
 from ifplay.generation.backends import resolve_dtype
@@ -45,6 +45,7 @@ class Plan:
         self.models: list[tuple[str, int, Stage]] = []
         self.spar: list[SparIteration] = []
         self.self_rewarding: list[SelfRewardingIteration] = []
+        self.meta_rewarding: list[MetaRewardingIteration] = []
         self.judge_evaluations: list[JudgeEvaluation] = []
         self.refiners: list[tuple[str, int, Stage]] = []  # SPaR's R_0..R_T: (label, iteration, checkpoint)
         # every model judged as a judge (LLMBar, judge.csv): SPaR's refiners, the baselines' self-judges
@@ -71,6 +72,8 @@ class Plan:
             add_spar(self, base, actor, refiner)
         if config["self_rewarding"]["enabled"]:
             add_self_rewarding(self, base, actor)
+        if config["meta_rewarding"]["enabled"]:
+            add_meta_rewarding(self, base, actor)
         if config["eval"]["inference_scaling"]["enabled"]:
             final_refiner = self.spar[-1].refiner if self.spar else refiner
             add_inference_scaling(self, self.models[-1][2], final_refiner)
@@ -190,6 +193,8 @@ class Plan:
                 + [e.metrics.output for e in self.judge_evaluations]
                 + [it.data.path("counts.json") for it in self.spar]
                 + [stage.path("counts.json") for it in self.self_rewarding for stage in (it.judged, it.pairs)]
+                + [stage.path("counts.json") for it in self.meta_rewarding for stage in (it.judged, it.verdicts, it.pairs)
+                   if stage is not None]
                 + [stage.path("counts.json") for stage in (self.autoif.filters if self.autoif else [])]
                 + [stage.output for stage in self.training_runs().values()]
                 + [e.scores.output for e in self.llmbar]
@@ -206,6 +211,7 @@ class Plan:
         benchmarks += [f"{name}_{BENCHMARKS[name].breakdown}" for name in benchmarks if BENCHMARKS[name].breakdown]
         return (benchmarks + (["spar_counts", "spar_pairs"] if self.spar else [])
                 + (["self_rewarding"] if self.self_rewarding else [])
+                + (["meta_rewarding"] if self.meta_rewarding else [])
                 + (["general"] if self.general else [])
                 + (["judge"] if self.judge_evaluations else []) + (["llmbar", "llmbar_votes"] if self.llmbar else [])
                 + (["refinement"] if self.refinement else [])
@@ -233,6 +239,8 @@ class Plan:
             runs[f"refiner_rft_iter{it.iteration + 1}"] = it.refiner
         for it in self.self_rewarding:
             runs[f"self_rewarding_dpo_iter{it.iteration + 1}"] = it.model
+        for it in self.meta_rewarding:
+            runs[f"meta_rewarding_dpo_iter{it.iteration + 1}"] = it.model
         return runs
 
     def final_outputs(self) -> list[str]:
@@ -301,6 +309,12 @@ class Plan:
                 {"iteration": it.iteration, "judge_counts": it.judged.path("counts.json"),
                  "pair_counts": it.pairs.path("counts.json"), "model": it.model.output}
                 for it in self.self_rewarding
+            ],
+            "meta_rewarding": [
+                {"iteration": it.iteration, "judge_counts": it.judged.path("counts.json"),
+                 "verdict_counts": it.verdicts.path("counts.json") if it.verdicts else None,
+                 "pair_counts": it.pairs.path("counts.json"), "model": it.model.output}
+                for it in self.meta_rewarding
             ],
             "spar_iterations": [
                 {"iteration": it.iteration, "counts": it.data.path("counts.json"),

@@ -44,3 +44,52 @@ rule self_rewarding_pairs:
     shell:
         "ifplay self-rewarding-pairs --judged {input.judged} --pairs {output.pairs} --counts {output.counts}"
         " > {log} 2>&1"
+
+
+# Meta-Rewarding iteration t: M_t samples (generate) -> M_t scores them (rubric_judgements, as
+# Self-Rewarding) -> M_t compares its judgements (meta_judgements; the iterations that train the
+# judge) -> actor and judge pairs -> DPO(M_t) (dpo).
+rule meta_judgements:
+    input:
+        judged=upstream("judged"),
+        judge=upstream("judge"),
+    output:
+        verdicts=stage_output("meta_judgements"),
+        counts=stage_output("meta_judgements", "counts.json"),
+    params:
+        settings=stage_settings,
+    log:
+        stage_log("meta_judgements"),
+    benchmark:
+        stage_benchmark("meta_judgements")
+    conda:
+        stage_env("meta_judgements")
+    threads: stage_threads("meta_judgements")
+    resources:
+        **stage_resources("meta_judgements"),
+    shell:
+        "ifplay meta-judgements --judged {input.judged} --judge {input.judge} --out {output.verdicts}"
+        " --counts {output.counts} --settings {params.settings:q} --threads {threads} > {log} 2>&1"
+
+
+rule meta_rewarding_pairs:
+    input:
+        unpack(stage_inputs),
+    output:
+        pairs=stage_output("meta_rewarding_pairs"),
+        counts=stage_output("meta_rewarding_pairs", "counts.json"),
+    params:
+        settings=stage_settings,
+        verdicts=optional_input("verdicts"),
+    log:
+        stage_log("meta_rewarding_pairs"),
+    benchmark:
+        stage_benchmark("meta_rewarding_pairs")
+    conda:
+        stage_env("meta_rewarding_pairs")
+    threads: stage_threads("meta_rewarding_pairs")
+    resources:
+        **stage_resources("meta_rewarding_pairs"),
+    shell:
+        "ifplay meta-rewarding-pairs --judged {input.judged} {params.verdicts} --pairs {output.pairs}"
+        " --counts {output.counts} --settings {params.settings:q} > {log} 2>&1"

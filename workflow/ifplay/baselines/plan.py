@@ -17,6 +17,19 @@ from ifplay.spar.plan import judge_rows, prompt_pool
 
 
 @dataclass
+class MetaRewardingIteration:
+    """The stages of Meta-Rewarding iteration t: M_t samples, judges and (``verdicts`` unless the
+    iteration trains the actor only) meta-judges itself; M_{t+1} = DPO(M_t) on actor and judge pairs."""
+
+    iteration: int
+    samples: Stage
+    judged: Stage
+    verdicts: Stage | None
+    pairs: Stage
+    model: Stage
+
+
+@dataclass
 class SelfRewardingIteration:
     """The stages of Self-Rewarding iteration t: M_t samples and judges itself, M_{t+1} = DPO(M_t)."""
 
@@ -52,3 +65,45 @@ def add_self_rewarding(plan, base: Stage, actor: Stage) -> None:
         plan.self_rewarding.append(SelfRewardingIteration(t, samples, judged, pairs, model))
         plan.models.append((f"{label}-Self-Rewarding", t + 1, model))
         score_judge(f"{label}-Self-Rewarding", t + 1, model)
+
+
+def add_meta_rewarding(plan, base: Stage, actor: Stage) -> None:
+    """Meta-Rewarding iterations from M_0 = ``actor``: M_t samples ``meta_rewarding.sampling`` and
+    scores each sample with the rubric (``rubric_judgements``, Self-Rewarding's stage: equal settings
+    share it); in the first ``judge_iterations`` iterations M_t also compares its own judgements
+    (``meta_judgements``); ``meta_rewarding_pairs`` makes the length-controlled actor pairs and the
+    judge pairs; M_{t+1} = DPO(M_t) on both. Rows ``<label>-Meta-Rewarding`` (iteration t) in the
+    benchmark and refiner tables."""
+    cfg = plan.config["meta_rewarding"]
+    seed = plan.config["seed"]
+    pool = prompt_pool(plan)
+    judge = dict(cfg["judge"])
+    judge["template"], template_path = plan.local_file(judge["template"], "meta_rewarding.judge.template")
+    meta_judge = dict(cfg["meta_judge"])
+    meta_judge["template"], meta_path = plan.local_file(meta_judge["template"], "meta_rewarding.meta_judge.template")
+    runtime = {**plan.backend_runtime(), "rubric_template": template_path}
+    label = plan.base_label()
+    score_judge = judge_rows(plan, base)
+    score_judge(label if actor is base else f"{label}-SFT", 0, actor)
+    model = actor
+    for t in range(cfg["iterations"]):
+        samples = plan.samples(model, pool, cfg["sampling"])
+        judged = plan.add(Stage("rubric_judgements", {"judge": judge, "backend": plan.backend(), "seed": seed},
+                                {"samples": samples, "judge": model}, runtime=runtime))
+        verdicts = None
+        inputs = {"judged": judged}
+        if t < cfg["judge_iterations"]:
+            verdicts = plan.add(Stage("meta_judgements", {"meta_judge": meta_judge, "backend": plan.backend(),
+                                                          "seed": seed},
+                                      {"judged": judged, "judge": model},
+                                      runtime={**plan.backend_runtime(), "meta_judge_template": meta_path}))
+            inputs["verdicts"] = verdicts
+        pairs = plan.add(Stage("meta_rewarding_pairs",
+                               {"length_control_rho": cfg["length_control_rho"],
+                                "max_chosen_judgement_chars": cfg["max_chosen_judgement_chars"],
+                                "judge_template": judge["template"]},
+                               inputs, runtime={"rubric_template": template_path}))
+        model = plan.fine_tune("dpo", cfg["dpo"], model, pairs)
+        plan.meta_rewarding.append(MetaRewardingIteration(t, samples, judged, verdicts, pairs, model))
+        plan.models.append((f"{label}-Meta-Rewarding", t + 1, model))
+        score_judge(f"{label}-Meta-Rewarding", t + 1, model)

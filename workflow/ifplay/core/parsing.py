@@ -1,6 +1,7 @@
-"""Numbers that judges write: the score of a scoring judge ("Score: N"), shared by AutoIF's 0-10
-quality filter (:mod:`ifplay.autoif.core`) and Self-Rewarding's additive 0-5 rubric
-(:mod:`ifplay.baselines.self_rewarding`). Pure text parsing; no other ifplay module is imported."""
+"""What judges write: the score of a scoring judge ("Score: N"), shared by AutoIF's 0-10 quality
+filter (:mod:`ifplay.autoif.core`) and Self-Rewarding's additive 0-5 rubric
+(:mod:`ifplay.baselines.self_rewarding`), and a meta-judge's verdict ("Winner: Judgement A",
+:mod:`ifplay.baselines.meta_rewarding`). Pure text parsing; no other ifplay module is imported."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 
 _SCORE = re.compile(r"score\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _LEADING_NUMBER = re.compile(r"^\s*\**\s*(\d+(?:\.\d+)?)")
+_WINNER = re.compile(r"winner\s*[:=]?\s*\**\s*(?:judge?ment\s*)?\**\s*\(?([AB])\b", re.IGNORECASE)
 
 
 def parse_score(text: str, maximum: float = 10) -> float | None:
@@ -24,3 +26,10 @@ def parse_score(text: str, maximum: float = 10) -> float | None:
         return None
     value = float(raw)
     return value if 0 <= value <= maximum else None
+
+
+def parse_winner(text: str) -> str | None:
+    """The last "Winner: Judgement A" (or B; "Judgment", markdown emphasis and "(A)" allowed) in a
+    meta-judge's text: ``"A"``, ``"B"`` or ``None``."""
+    matches = _WINNER.findall(text)
+    return matches[-1].upper() if matches else None

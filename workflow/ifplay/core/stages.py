@@ -89,6 +89,12 @@ _KINDS = (
               "Self-Rewarding: the model scores its own samples with the additive 5-point rubric, several times"),
     StageKind("self_rewarding_pairs", 1, ("pairs.jsonl", "counts.json"), "bookkeeping", ("judged",), (),
               "Self-Rewarding: per prompt, the best- against the worst-scored sample as a DPO pair"),
+    StageKind("meta_judgements", 1, ("verdicts.jsonl", "counts.json"), "generation", ("judged", "judge"),
+              ("meta_judge", "backend", "seed"),
+              "Meta-Rewarding: the model compares every ordered pair of its judgements of its most disputed response"),
+    StageKind("meta_rewarding_pairs", 1, ("pairs.jsonl", "counts.json"), "bookkeeping", ("judged", "verdicts"),
+              ("length_control_rho", "max_chosen_judgement_chars", "judge_template"),
+              "Meta-Rewarding: length-controlled actor pairs and (judge iterations) Elo-ranked judgement pairs"),
     # -- evaluation ------------------------------------------------------------------------------
     StageKind("ifeval_scores", 1, ("metrics.json", "per_prompt.jsonl"), "evaluation", ("prompts", "responses"), (),
               "IFEval's four metrics of responses (lm-eval's checkers)"),

@@ -26,6 +26,8 @@ TEMPLATE_FIELDS = {
     "autoif_score": ("instruction", "query", "response"),
     # Self-Rewarding's LLM-as-a-Judge rubric (config/prompts/self_rewarding_rubric*.txt, ifplay.baselines)
     "rubric": ("prompt", "response"),
+    # Meta-Rewarding's meta-judge: two judgements of one response (config/prompts/meta_judge*.txt)
+    "meta_judge": ("prompt", "response", "judgement_a", "judgement_b"),
 }
 
 ASSISTANT_MARKER = "<<<assistant>>>"

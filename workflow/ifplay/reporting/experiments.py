@@ -70,6 +70,11 @@ def write_report(config: dict, out_dir: str | os.PathLike | None = None) -> dict
                 for it in plan.self_rewarding]
         csv, _ = write_table(self_rewarding_table(rows), out / "tables" / "self_rewarding")
         tables["self_rewarding"] = str(csv.relative_to(out))
+    if plan.meta_rewarding:
+        rows = [{"iteration": it.iteration, "pairs": read_json(it.pairs.path("counts.json"))}
+                for it in plan.meta_rewarding]
+        csv, _ = write_table(meta_rewarding_table(rows), out / "tables" / "meta_rewarding")
+        tables["meta_rewarding"] = str(csv.relative_to(out))
     autoif_counts = []
     if plan.autoif:
         autoif_counts = [{"stage": stage.kind, "counts": read_json(stage.path("counts.json")),
@@ -201,6 +206,36 @@ def self_rewarding_table(iterations: list[dict]) -> pd.DataFrame:
                      "prompts": pairs["prompts"], "responses": judged["responses"], "mean_score": judged["mean_score"],
                      **{k: pairs[k] for k in SELF_REWARDING_COLUMNS[7:]}})
     return pd.DataFrame.from_records(rows, columns=SELF_REWARDING_COLUMNS)
+
+
+META_REWARDING_COLUMNS = ["iteration", "prompts", "responses", "judge_samples", "invalid_judge_samples",
+                          "scored_responses", "mean_score", "actor_pairs", "prompts_all_equal", "prompts_too_few_scored",
+                          "chosen_below_top_score", "mean_chosen_chars", "mean_rejected_chars", "battles",
+                          "invalid_verdicts", "wins_first", "wins_second", "judge_pairs", "judge_ratings_tied",
+                          "judge_chosen_too_long", "mean_chosen_judgement_chars", "mean_rejected_judgement_chars"]
+
+
+def meta_rewarding_table(iterations: list[dict]) -> pd.DataFrame:
+    """One row per Meta-Rewarding iteration (``tables/meta_rewarding.csv``, :data:`META_REWARDING_COLUMNS`):
+    the judge's scoring, the actor pairs, the meta-judge's battles and the judge pairs (empty in the
+    iterations that train the actor only), from the pairs stage's counts."""
+    rows = []
+    for entry in iterations:
+        counts = entry["pairs"]
+        judged, actor = counts["judgements"], counts["actor"]
+        meta, judge = counts.get("meta_judgements", {}), counts.get("judge", {})
+        rows.append({"iteration": entry["iteration"], "prompts": actor["prompts"],
+                     **{k: judged[k] for k in ("responses", "judge_samples", "invalid_judge_samples",
+                                               "scored_responses", "mean_score")},
+                     "actor_pairs": actor["pairs"],
+                     **{k: actor[k] for k in ("prompts_all_equal", "prompts_too_few_scored", "chosen_below_top_score",
+                                              "mean_chosen_chars", "mean_rejected_chars")},
+                     **{k: meta.get(k) for k in ("battles", "invalid_verdicts", "wins_first", "wins_second")},
+                     "judge_pairs": judge.get("pairs"), "judge_ratings_tied": judge.get("ratings_tied"),
+                     "judge_chosen_too_long": judge.get("chosen_too_long"),
+                     "mean_chosen_judgement_chars": judge.get("mean_chosen_chars"),
+                     "mean_rejected_judgement_chars": judge.get("mean_rejected_chars")})
+    return pd.DataFrame.from_records(rows, columns=META_REWARDING_COLUMNS)
 
 
 def spar_summary(spar_counts: list[dict]) -> pd.DataFrame:
