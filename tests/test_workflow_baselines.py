@@ -1,5 +1,6 @@
 """SPaR's baselines through the whole workflow with the real model (SmolLM2-135M): one tiny
-Self-Rewarding iteration, its counts, tables and rows, and a second run that has nothing to do."""
+iteration of Self-Rewarding and of Meta-Rewarding, their counts, tables and rows, and a second run
+that has nothing to do."""
 
 import json
 
@@ -68,3 +69,60 @@ def test_self_rewarding_iteration_end_to_end(workdir):
 def test_a_second_run_has_nothing_to_do(workdir):
     out = snakemake(workdir, "--configfile", "tiny.yaml", "-n").stdout
     assert "Nothing to be done" in out
+
+
+def tiny_meta_rewarding(smollm2, ifeval_data) -> dict:
+    config = tiny_self_rewarding(smollm2, ifeval_data)
+    del config["self_rewarding"]
+    config["experiment"] = "meta-rewarding"
+    config["meta_rewarding"] = {"enabled": True, "sampling": {"k": 3, "max_new_tokens": 24},
+                                "judge": {"samples": 4, "max_new_tokens": 8}, "length_control_rho": 0.2,
+                                "dpo": {"max_steps": 1, "max_length": 256}}
+    return config
+
+
+@pytest.fixture(scope="module")
+def meta_workdir(tmp_path_factory, smollm2, ifeval_data):
+    workdir = tmp_path_factory.mktemp("meta-rewarding")
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(tiny_meta_rewarding(smollm2, ifeval_data)))
+    snakemake(workdir, "--configfile", "tiny.yaml")
+    return workdir
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_meta_rewarding_iteration_end_to_end(meta_workdir):
+    exp = meta_workdir / "results" / "experiments" / "meta-rewarding"
+    manifest = json.loads((exp / "manifest.json").read_text())
+    [entry] = manifest["meta_rewarding"]
+    judged = lines((meta_workdir / entry["judge_counts"]).parent / "judged.jsonl")
+    assert len(judged) == 4 * 3 and all(len(r["scores"]) == 4 for r in judged)
+    verdicts = lines((meta_workdir / entry["verdict_counts"]).parent / "verdicts.jsonl")
+    # one response per prompt with two or more parsable judgements, every ordered pair of those
+    disputed = {r["key"] for r in judged if sum(s is not None for s in r["scores"]) >= 2}
+    assert {v["key"] for v in verdicts} == set(disputed)
+    for key in disputed:
+        [sample] = {v["sample"] for v in verdicts if v["key"] == key}
+        record = next(r for r in judged if r["key"] == key and r["sample"] == sample)
+        valid = sum(s is not None for s in record["scores"])
+        assert sum(v["key"] == key for v in verdicts) == valid * (valid - 1)
+    assert all(v["verdict"] in ("A", "B", None) and v["text"].startswith("Winner: Judgement") for v in verdicts)
+    counts = json.loads((meta_workdir / entry["pair_counts"]).read_text())
+    pairs = lines((meta_workdir / entry["pair_counts"]).parent / "pairs.jsonl")
+    actor = [p for p in pairs if p["kind"] == "actor"]
+    judge = [p for p in pairs if p["kind"] == "judge"]
+    assert (len(actor), len(judge)) == (counts["actor"]["pairs"], counts["judge"]["pairs"])
+    assert all(p["chosen_score"] > p["rejected_score"] for p in actor)
+    assert all(p["chosen_elo"] > p["rejected_elo"] for p in judge)
+    table = pd.read_csv(exp / "tables" / "meta_rewarding.csv")
+    assert table.loc[0, ["responses", "judge_samples", "battles"]].tolist() == [12, 48, len(verdicts)]
+    ifeval = pd.read_csv(exp / "tables" / "ifeval.csv")
+    assert list(zip(ifeval["model"], ifeval["iteration"])) == [("smollm2", 0), ("smollm2-Meta-Rewarding", 1)]
+    assert {"smollm2", "smollm2-Meta-Rewarding"} <= set(pd.read_csv(exp / "tables" / "llmbar.csv")["judge"])
+    assert {"smollm2", "smollm2-Meta-Rewarding"} <= set(pd.read_csv(exp / "tables" / "judge.csv")["model"])
+
+
+def test_a_second_meta_rewarding_run_has_nothing_to_do(meta_workdir):
+    assert "Nothing to be done" in snakemake(meta_workdir, "--configfile", "tiny.yaml", "-n").stdout
