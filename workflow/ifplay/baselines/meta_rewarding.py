@@ -39,7 +39,8 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from ifplay.baselines.self_rewarding import JUDGED_FIELDS, judgement_counts, pair_counts, response_id
+from ifplay.baselines.self_rewarding import (JUDGED_FIELDS, by_key, judgement_counts, pair_counts,
+                                             response_id, rounded_mean)
 from ifplay.core import settings
 from ifplay.core.parsing import parse_winner
 from ifplay.core.records import Checkpoint, read_jsonl, write_json, write_jsonl
@@ -59,9 +60,7 @@ def meta_judge_items(judged: list[dict]) -> list[dict]:
     """Per prompt, the response whose parsable judge scores vary most (population variance; ties:
     the earliest sample) with at least two parsable judgements: key, sample, prompt, response and
     its judgements as ``[{"index": i, "score": s, "text": t}]`` (i: the judge sample's index)."""
-    by_prompt: dict = {}
-    for record in judged:
-        by_prompt.setdefault(record["key"], []).append(record)
+    by_prompt = by_key(judged)
     items = []
     for key, records in by_prompt.items():
         best, best_var = None, -1.0
@@ -155,9 +154,7 @@ def actor_pairs(judged: list[dict], rho: float) -> tuple[list[dict], dict]:
     sample. ``rho`` in [0, 0.5): the tiers never overlap."""
     if not 0 <= rho < 0.5:
         raise ValueError(f"meta_rewarding.length_control_rho must be in [0, 0.5), got {rho}")
-    by_prompt: dict = {}
-    for record in judged:
-        by_prompt.setdefault(record["key"], []).append(record)
+    by_prompt = by_key(judged)
     pairs, too_few, equal, not_top = [], 0, 0, 0
     for records in by_prompt.values():
         scored = sorted((r for r in records if r["score"] is not None), key=lambda r: r["sample"])
@@ -264,12 +261,8 @@ def judge_pairs(judged: list[dict], verdicts: list[dict], judge_template: str,
     return pairs, {"pairs": len(pairs), "responses": len(by_response), "ratings_tied": tied,
                    "identical_texts": same_text, "chosen_too_long": too_long,
                    "omega_first": round(weights[0], 4), "omega_second": round(weights[1], 4),
-                   "mean_chosen_chars": _mean([len(p["chosen"][0]["content"]) for p in pairs]),
-                   "mean_rejected_chars": _mean([len(p["rejected"][0]["content"]) for p in pairs])}
-
-
-def _mean(values):
-    return round(statistics.fmean(values), 4) if values else None
+                   "mean_chosen_chars": rounded_mean([len(p["chosen"][0]["content"]) for p in pairs]),
+                   "mean_rejected_chars": rounded_mean([len(p["rejected"][0]["content"]) for p in pairs])}
 
 
 def select_pairs(judged: list[dict], verdicts: list[dict] | None, rho: float, judge_template: str,

@@ -117,6 +117,14 @@ def judgement_counts(judged: list[dict]) -> dict:
 
 
 # -- 3. preference pairs ---------------------------------------------------------------------------
+def by_key(records: list[dict]) -> dict:
+    """Records grouped by prompt key, keys in order of first appearance."""
+    groups: dict = {}
+    for record in records:
+        groups.setdefault(record["key"], []).append(record)
+    return groups
+
+
 def _pair(best: dict, worst: dict) -> dict:
     return {"prompt": [{"role": "user", "content": best["prompt"]}],
             "chosen": [{"role": "assistant", "content": best["response"]}],
@@ -130,9 +138,7 @@ def select_pairs(judged: list[dict]) -> tuple[list[dict], dict]:
     (rejected), none when they score the same; ties for the top or the bottom go to the earliest
     sample. Prompts in order of first appearance. Returns the pairs (TRL's conversational preference
     format plus key, samples and scores) and their counts."""
-    by_prompt: dict = {}
-    for record in judged:
-        by_prompt.setdefault(record["key"], []).append(record)
+    by_prompt = by_key(judged)
     pairs, too_few, equal = [], 0, 0
     for records in by_prompt.values():
         scored = sorted((r for r in records if r["score"] is not None), key=lambda r: r["sample"])
@@ -149,11 +155,14 @@ def select_pairs(judged: list[dict]) -> tuple[list[dict], dict]:
                    "prompts_all_equal": equal}
 
 
+def rounded_mean(values) -> float | None:
+    """The mean to 4 decimals, None for no values (the counts files' means)."""
+    return round(statistics.fmean(values), 4) if values else None
+
+
 def pair_counts(pairs: list[dict]) -> dict:
     """How many pairs, their mean scores and lengths (characters) on each side."""
-    def mean(values):
-        return round(statistics.fmean(values), 4) if values else None
-
+    mean = rounded_mean
     return {"pairs": len(pairs), "mean_chosen_score": mean([p["chosen_score"] for p in pairs]),
             "mean_rejected_score": mean([p["rejected_score"] for p in pairs]),
             "mean_chosen_chars": mean([len(p["chosen"][0]["content"]) for p in pairs]),
